@@ -1,0 +1,35 @@
+"""The regression family: squared, absolute, smooth-L1 and Huber errors, element-wise.
+
+Each returns the element-wise loss of already-broadcast ``input`` and ``target``; the public layer
+reduces it. Gradients come from autograd through ``abs``/``where``, which reproduces torch's
+sub-gradients (0 at a zero error for L1, ``±1`` at the smooth-L1 knee).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def squared_error(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``(x - y)²``"""
+    d = input - target
+    return d * d
+
+
+def absolute_error(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``|x - y|``"""
+    return (input - target).abs()
+
+
+def smooth_l1(input: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
+    """``0.5·d²/β`` where ``|d| < β``, else ``|d| - 0.5·β``; ``β = 0`` is exactly L1."""
+    d = (input - target).abs()
+    if beta == 0.0:
+        return d
+    return torch.where(d < beta, (0.5 / beta) * d * d, d - 0.5 * beta)
+
+
+def huber(input: torch.Tensor, target: torch.Tensor, delta: float) -> torch.Tensor:
+    """``0.5·d²`` where ``|d| < δ``, else ``δ·(|d| - 0.5·δ)``."""
+    d = (input - target).abs()
+    return torch.where(d < delta, 0.5 * d * d, delta * (d - 0.5 * delta))

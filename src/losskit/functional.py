@@ -1,0 +1,561 @@
+"""Loss functions with ``torch.nn.functional``'s names, signatures and results.
+
+Switch by import: ``import losskit.functional as F``. Each function checks its input (bad input
+raises a :class:`losskit.LossError` naming the argument), picks a path, and returns the loss;
+the math lives in the family modules. Shapes: ``N`` batch, ``C`` classes, ``*`` any extra dims.
+Reductions: ``'none'`` keeps the per-element (or per-sample) loss, ``'sum'`` adds it up, ``'mean'``
+averages it (the weighted losses divide by the weights, as documented per function). The legacy
+``size_average``/``reduce`` pair overrides ``reduction`` and warns, exactly as in torch.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from . import _binary, _checks, _cross_entropy, _divergence, _ranking, _reduction, _regression
+
+__all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "huber_loss",
+    "kl_div",
+    "l1_loss",
+    "margin_ranking_loss",
+    "mse_loss",
+    "multilabel_margin_loss",
+    "nll_loss",
+    "smooth_l1_loss",
+    "soft_margin_loss",
+]
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def _class_problem(fn, input, target, weight, ignore_index):
+    """Checks shared by cross_entropy and nll_loss for class-index targets."""
+    _checks.class_target(fn, input, target)
+    num_classes = input.shape[0] if input.dim() == 1 else input.shape[1]
+    _checks.class_weight(fn, weight, num_classes, input)
+    _checks.class_range(fn, target, num_classes, ignore_index)
+
+
+def _pointwise_pair(fn: str, input, target, *, warn_broadcast: bool = True):
+    """Check two float tensors and broadcast them, warning like torch when their sizes differ."""
+    _checks.tensor(fn, "input", input)
+    _checks.tensor(fn, "target", target)
+    _checks.floating(fn, "input", input)
+    _checks.floating(fn, "target", target)
+    if warn_broadcast and target.shape != input.shape:
+        warnings.warn(
+            f"Using a target size ({target.size()}) that is different to the input size ({input.size()}). "
+            "This will likely lead to incorrect results due to broadcasting. "
+            "Please ensure they have the same size.",
+            UserWarning,
+            stacklevel=3,
+        )
+    shape = _checks.broadcast_shape(fn, ("input", "target"), input, target)
+    return input.expand(shape), target.expand(shape)
+
+
+def _elementwise_weight(fn: str, weight, input):
+    """torch 2.13's optional per-element ``weight`` of the regression losses: same size as ``input``."""
+    weight = _checks.optional_tensor(fn, "weight", weight)
+    if weight is not None and weight.shape != input.shape:
+        raise _checks.LossValueError(
+            f"{fn}(): 'weight' {_checks.shape(weight)} and 'input' {_checks.shape(input)} must have the same size"
+        )
+    return weight
+
+
+def _reduce_weighted(loss, weight, reduction: str, mean_over_weights: bool):
+    """Reduce an element-wise loss, optionally multiplied by ``weight``: with ``mean_over_weights`` the mean
+    divides by ``Σ weight`` (torch's mse/l1), otherwise by the element count (torch's huber)."""
+    if weight is None:
+        return _reduction.reduce_loss(loss, reduction)
+    loss = loss * weight
+    if reduction == "mean" and mean_over_weights:
+        return loss.sum() / weight.sum()
+    return _reduction.reduce_loss(loss, reduction)
+
+
+# ------------------------------------------------------------------------------------ cross entropy
+
+
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    r"""Cross entropy between logits and class indices or class probabilities (fused, one pass).
+
+    For class indices ``y`` with class weights ``w`` (ones if None) and smoothing ``ε``::
+
+        l_n = (1 - ε) · w_{y_n} · (-log softmax(x_n)_{y_n}) + ε/C · Σ_c w_c · (-log softmax(x_n)_c)
+
+    rows whose target equals ``ignore_index`` give 0; ``'mean'`` divides ``Σ_n l_n`` by ``Σ_n w_{y_n}``
+    over the rows that are not ignored (NaN if every row is ignored). For class probabilities ``t``
+    (a float target of the input's shape), with ``t' = (1 - ε)·t + ε/C``::
+
+        l_n = -Σ_c w_c · t'_c · log softmax(x_n)_c
+
+    and ``'mean'`` divides by ``N·d1·…·dK``. The gradient is computed during the forward pass; the
+    logits are walked in chunks and no ``(N, C)`` temporary is kept beyond the gradient itself.
+
+    Args:
+        input: logits, ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``; float16/bfloat16 accumulate in fp32.
+        target: class indices (int64 or uint8) of shape ``()``, ``(N,)`` or ``(N, d1, ..., dK)``,
+            or probabilities of the input's shape.
+        weight: ``(C,)`` class weights, same dtype as ``input``.
+        ignore_index: a target value that is skipped (any int; class-index targets only).
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        label_smoothing: ``ε`` in ``[0, 1]`` (a negative value means none, as in torch).
+
+    Returns:
+        ``'none'``: the target's shape without the class dim, i.e. ``()``, ``(N,)`` or ``(N, d1, ..., dK)``;
+        otherwise a scalar. Same dtype as ``input``.
+
+    Example (seed 003: logits whose softmax is about ``[0.18, 0.18, 0.64]``, true class 2)::
+
+        >>> import torch, losskit.functional as F
+        >>> x = torch.tensor([[0.0, 0.0, 1.2685]])
+        >>> x.softmax(1)
+        tensor([[0.1800, 0.1800, 0.6400]])
+        >>> F.cross_entropy(x, torch.tensor([2]))  # -log(0.64)
+        tensor(0.4463)
+        >>> F.cross_entropy(x, torch.tensor([2]), weight=torch.tensor([1.0, 1.0, 3.0]), label_smoothing=0.1)
+        tensor(0.4546)
+    """
+    fn = "cross_entropy"
+    _checks.tensor(fn, "input", input)
+    _checks.tensor(fn, "target", target)
+    weight = _checks.optional_tensor(fn, "weight", weight)
+    ignore_index = _checks.integer(fn, "ignore_index", ignore_index)
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    _checks.floating(fn, "input", input)
+    if input.dim() == 0:
+        raise _checks.LossValueError(f"{fn}(): 'input' must have 1 or more dimensions (C,), (N, C), ..., got shape []")
+    eps = _checks.label_smoothing(fn, label_smoothing)
+    num_classes = input.shape[0] if input.dim() == 1 else input.shape[1]
+    if target.shape == input.shape:  # class probabilities, as torch decides: same shape as the input
+        if not target.is_floating_point():
+            raise _checks.LossTypeError(
+                f"{fn}(): a 'target' of the input's shape {_checks.shape(input)} holds class probabilities and "
+                f"must be floating point, got {target.dtype}"
+            )
+        if ignore_index >= 0:
+            raise _checks.LossValueError(
+                f"{fn}(): ignore_index={ignore_index} is not supported for class-probability targets"
+            )
+        _checks.class_weight(fn, weight, num_classes, input)
+    else:
+        _class_problem(fn, input, target, weight, ignore_index)
+    opts = _cross_entropy.CrossEntropyOptions(reduction, ignore_index, eps)
+    return _cross_entropy.cross_entropy(input, target, weight, opts)
+
+
+def nll_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Negative log-likelihood of log-probabilities: ``l_n = -w_{y_n} · x_{n, y_n}``.
+
+    Rows whose target equals ``ignore_index`` give 0; ``'mean'`` divides ``Σ_n l_n`` by ``Σ_n w_{y_n}`` over
+    the rows that are not ignored (NaN if every row is ignored). ``cross_entropy(x, y)`` equals
+    ``nll_loss(log_softmax(x, 1), y)`` (seed 000's identity).
+
+    Args:
+        input: log-probabilities, ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``.
+        target: class indices (int64 or uint8) of shape ``()``, ``(N,)`` or ``(N, d1, ..., dK)``.
+        weight: ``(C,)`` class weights. ignore_index: any int. reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+
+    Returns:
+        ``'none'``: the target's shape; otherwise a scalar.
+
+    Example (seed 004's weights ``[0.5, 1.5]``)::
+
+        >>> import torch, losskit.functional as F
+        >>> logp = torch.tensor([[-1.1011, 0.6231], [0.2384, -0.3223]]).log_softmax(1)
+        >>> F.nll_loss(logp, torch.tensor([0, 1]), weight=torch.tensor([0.5, 1.5]), reduction="none")
+        tensor([0.9441, 1.5184])
+        >>> F.nll_loss(logp, torch.tensor([0, 1]), weight=torch.tensor([0.5, 1.5]))  # (0.9441 + 1.5184) / 2
+        tensor(1.2313)
+    """
+    fn = "nll_loss"
+    _checks.tensor(fn, "input", input)
+    _checks.tensor(fn, "target", target)
+    weight = _checks.optional_tensor(fn, "weight", weight)
+    ignore_index = _checks.integer(fn, "ignore_index", ignore_index)
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    _checks.floating(fn, "input", input)
+    _class_problem(fn, input, target, weight, ignore_index)
+    return _cross_entropy.nll_loss(input, target, weight, reduction, ignore_index)
+
+
+# --------------------------------------------------------------------------------------- regression
+
+
+def mse_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Mean squared error: ``l = (x - y)²`` element-wise (``w·(x - y)²`` with ``weight``).
+
+    ``input`` and ``target`` broadcast (with torch's warning when their sizes differ). With ``weight``
+    (same size as ``input``), ``'mean'`` is ``Σ w·l / Σ w``, as in torch 2.13.
+
+    Shapes: input ``(*)``, target broadcastable to it; ``'none'`` returns the broadcast shape, else a scalar.
+
+    Example::
+
+        >>> import torch, losskit.functional as F
+        >>> F.mse_loss(torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.0, 3.0, 1.0]))
+        tensor(3.3333)
+    """
+    fn = "mse_loss"
+    input, target = _pointwise_pair(fn, input, target)
+    weight = _elementwise_weight(fn, weight, input)
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    return _reduce_weighted(_regression.squared_error(input, target), weight, reduction, True)
+
+
+def l1_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Mean absolute error: ``l = |x - y|`` element-wise (``w·|x - y|`` with ``weight``).
+
+    Broadcasting and ``weight`` as in :func:`mse_loss` (weighted ``'mean'`` is ``Σ w·l / Σ w``).
+
+    Shapes: input ``(*)``, target broadcastable to it; ``'none'`` returns the broadcast shape, else a scalar.
+
+    Example::
+
+        >>> import torch, losskit.functional as F
+        >>> F.l1_loss(torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.0, 3.0, 1.0]))
+        tensor(1.3333)
+    """
+    fn = "l1_loss"
+    input, target = _pointwise_pair(fn, input, target)
+    weight = _elementwise_weight(fn, weight, input)
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    return _reduce_weighted(_regression.absolute_error(input, target), weight, reduction, True)
+
+
+def smooth_l1_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    beta: float = 1.0,
+) -> torch.Tensor:
+    r"""Smooth L1: ``l = 0.5·d²/β`` if ``|d| < β`` else ``|d| - 0.5·β``, with ``d = x - y``.
+
+    ``beta = 0`` is exactly :func:`l1_loss` (value and gradient); a negative ``beta`` raises.
+
+    Shapes: input ``(*)``, target broadcastable to it; ``'none'`` returns the broadcast shape, else a scalar.
+
+    Example::
+
+        >>> import torch, losskit.functional as F
+        >>> F.smooth_l1_loss(torch.tensor([0.5, 3.0]), torch.tensor([0.0, 0.0]), reduction="none")
+        tensor([0.1250, 2.5000])
+    """
+    fn = "smooth_l1_loss"
+    input, target = _pointwise_pair(fn, input, target)
+    beta = _checks.non_negative(fn, "beta", beta)
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    return _reduction.reduce_loss(_regression.smooth_l1(input, target, beta), reduction)
+
+
+def huber_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    reduction: str = "mean",
+    delta: float = 1.0,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Huber: ``l = 0.5·d²`` if ``|d| < δ`` else ``δ·(|d| - 0.5·δ)``, with ``d = x - y``; ``δ > 0``.
+
+    With ``weight`` (same size as ``input``), ``'mean'`` is the plain mean of ``w·l`` (torch 2.13's rule).
+    Equals ``δ · smooth_l1_loss(..., beta=δ)``.
+
+    Shapes: input ``(*)``, target broadcastable to it; ``'none'`` returns the broadcast shape, else a scalar.
+
+    Example::
+
+        >>> import torch, losskit.functional as F
+        >>> F.huber_loss(torch.tensor([0.5, 3.0]), torch.tensor([0.0, 0.0]), delta=2.0, reduction="none")
+        tensor([0.1250, 4.0000])
+    """
+    fn = "huber_loss"
+    input, target = _pointwise_pair(fn, input, target)
+    weight = _elementwise_weight(fn, weight, input)
+    delta = _checks.positive(fn, "delta", delta)
+    reduction = _reduction.resolve(reduction)
+    return _reduce_weighted(_regression.huber(input, target, delta), weight, reduction, False)
+
+
+# ------------------------------------------------------------------------------------------- binary
+
+
+def binary_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Binary cross entropy of probabilities: ``l = -w·(y·log p + (1-y)·log(1-p))``.
+
+    Each log is clamped at -100, so ``p`` = 0 or 1 gives a finite loss; the gradient is torch's,
+    ``w·(p - y) / max(p·(1-p), 1e-12)``. ``input`` and ``target`` must have the same size and lie in
+    ``[0, 1]``; ``weight`` broadcasts to the target's shape.
+
+    Shapes: input ``(*)``, target ``(*)``; ``'none'`` returns ``(*)``, else a scalar.
+
+    Example::
+
+        >>> import torch, losskit.functional as F
+        >>> F.binary_cross_entropy(torch.tensor([0.8, 0.4, 0.0]), torch.tensor([1.0, 0.0, 1.0]), reduction="none")
+        tensor([  0.2231,   0.5108, 100.0000])
+    """
+    fn = "binary_cross_entropy"
+    _checks.tensor(fn, "input", input)
+    _checks.tensor(fn, "target", target)
+    weight = _checks.optional_tensor(fn, "weight", weight)
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    _checks.floating(fn, "input", input)
+    _checks.floating(fn, "target", target)
+    _checks.same_size(fn, input, target)
+    if weight is not None:
+        shape = _checks.broadcast_shape(fn, ("weight", "target"), weight, target)
+        if shape != target.shape:
+            raise _checks.LossValueError(
+                f"{fn}(): 'weight' {_checks.shape(weight)} must broadcast to the target's shape {_checks.shape(target)}"
+            )
+        weight = weight.expand(shape)
+    _checks.in_unit_interval(fn, "input", input.detach())
+    _checks.in_unit_interval(fn, "target", target.detach())
+    return _reduction.reduce_loss(_binary.binary_cross_entropy(input, target, weight), reduction)
+
+
+def binary_cross_entropy_with_logits(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Binary cross entropy of logits: ``l = -w·(pw·y·log σ(x) + (1-y)·log(1-σ(x)))``, numerically stable.
+
+    ``pos_weight`` (``pw``) weighs the positive term and broadcasts along the last (class) dimension,
+    e.g. ``(C,)`` for input ``(N, C)``; ``weight`` broadcasts to the input's shape.
+
+    Shapes: input ``(*)``, target ``(*)``; ``'none'`` returns ``(*)``, else a scalar.
+
+    Example::
+
+        >>> import torch, losskit.functional as F
+        >>> x, y = torch.tensor([[2.0, -1.0], [300.0, -300.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> F.binary_cross_entropy_with_logits(x, y, reduction="none")
+        tensor([[1.2693e-01, 3.1326e-01],
+                [3.0000e+02, 3.0000e+02]])
+        >>> F.binary_cross_entropy_with_logits(x, y, pos_weight=torch.tensor([3.0, 1.0]))
+        tensor(150.1735)
+    """
+    fn = "binary_cross_entropy_with_logits"
+    _checks.tensor(fn, "input", input)
+    _checks.tensor(fn, "target", target)
+    weight = _checks.optional_tensor(fn, "weight", weight)
+    pos_weight = _checks.optional_tensor(fn, "pos_weight", pos_weight)
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    _checks.floating(fn, "input", input)
+    _checks.floating(fn, "target", target)
+    _checks.same_size(fn, input, target)
+    for name, extra in (("weight", weight), ("pos_weight", pos_weight)):
+        if extra is not None and _checks.broadcast_shape(fn, (name, "input"), extra, input) != input.shape:
+            raise _checks.LossValueError(
+                f"{fn}(): '{name}' {_checks.shape(extra)} must broadcast to the input's shape {_checks.shape(input)}"
+            )
+    loss = _binary.binary_cross_entropy_with_logits(input, target, weight, pos_weight)
+    return _reduction.reduce_loss(loss, reduction)
+
+
+def soft_margin_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Two-class logistic loss: ``l = log(1 + exp(-y·x))`` element-wise, ``y`` in ``{1, -1}``.
+
+    Shapes: input ``(*)``, target broadcastable to it; ``'none'`` returns the broadcast shape, else a scalar.
+
+    Example::
+
+        >>> import torch, losskit.functional as F
+        >>> F.soft_margin_loss(torch.tensor([2.0, -0.5]), torch.tensor([1.0, 1.0]), reduction="none")
+        tensor([0.1269, 0.9741])
+    """
+    fn = "soft_margin_loss"
+    input, target = _pointwise_pair(fn, input, target, warn_broadcast=False)
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    return _reduction.reduce_loss(_binary.soft_margin(input, target), reduction)
+
+
+# --------------------------------------------------------------------------------------- divergence
+
+
+def kl_div(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    log_target: bool = False,
+) -> torch.Tensor:
+    r"""Kullback-Leibler divergence of log-probabilities ``x`` from ``t``: ``l = t·(log t - x)``.
+
+    A target of 0 contributes 0. With ``log_target=True`` the target is given as ``log t`` and
+    ``l = exp(t)·(t - x)``. ``'batchmean'`` divides the sum by the batch size (the KL of the math);
+    ``'mean'`` divides by the element count and warns, as torch does.
+
+    Shapes: input ``(*)``, target broadcastable to it; ``'none'`` returns the broadcast shape, else a scalar.
+
+    Example::
+
+        >>> import torch, losskit.functional as F
+        >>> logq = torch.tensor([[0.25, 0.75]]).log()
+        >>> F.kl_div(logq, torch.tensor([[0.5, 0.5]]), reduction="batchmean")
+        tensor(0.1438)
+    """
+    fn = "kl_div"
+    legacy = size_average is not None or reduce is not None
+    reduction = _reduction.resolve(reduction, size_average, reduce, allowed=("none", "batchmean", "mean", "sum"))
+    input, target = _pointwise_pair(fn, input, target, warn_broadcast=False)
+    if not legacy and reduction == "mean":
+        warnings.warn(
+            "reduction: 'mean' divides the total loss by both the batch size and the support size."
+            "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+            "'mean' will be changed to behave the same as 'batchmean' in the next major release.",
+            UserWarning,
+            stacklevel=2,
+        )
+    loss = _divergence.kl_div(input, target, bool(log_target))
+    if reduction == "batchmean":
+        total = loss.sum()
+        return total / input.shape[0] if input.dim() else total
+    return _reduction.reduce_loss(loss, reduction)
+
+
+# ------------------------------------------------------------------------------------------ ranking
+
+
+def margin_ranking_loss(
+    input1: torch.Tensor,
+    input2: torch.Tensor,
+    target: torch.Tensor,
+    margin: float = 0,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Margin ranking: ``l = max(0, -y·(x1 - x2) + margin)``, ``y = 1`` when ``x1`` should rank higher.
+
+    The three tensors must have the same number of dimensions and broadcast.
+
+    Shapes: input1 ``(N)`` or ``()``, input2 and target the same; ``'none'`` returns that shape, else a scalar.
+
+    Example::
+
+        >>> import torch, losskit.functional as F
+        >>> F.margin_ranking_loss(torch.tensor([0.8, 0.2]), torch.tensor([0.5, 0.5]), torch.tensor([1.0, 1.0]),
+        ...                       margin=0.1, reduction="none")
+        tensor([0.0000, 0.4000])
+    """
+    fn = "margin_ranking_loss"
+    for name, t in (("input1", input1), ("input2", input2), ("target", target)):
+        _checks.tensor(fn, name, t)
+    margin = _checks.number(fn, "margin", margin)
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    if not (input1.dim() == input2.dim() == target.dim()):
+        raise _checks.LossValueError(
+            f"{fn}(): 'input1', 'input2' and 'target' must have the same number of dimensions, got "
+            f"input1 {_checks.shape(input1)}, input2 {_checks.shape(input2)}, target {_checks.shape(target)}"
+        )
+    _checks.floating(fn, "input1", input1)
+    _checks.floating(fn, "input2", input2)
+    _checks.broadcast_shape(fn, ("input1", "input2", "target"), input1, input2, target)
+    return _reduction.reduce_loss(_ranking.margin_ranking(input1, input2, target, margin), reduction)
+
+
+def multilabel_margin_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Multi-label hinge loss: ``l_n = Σ_{j ∈ T_n} Σ_{i ∉ T_n} max(0, 1 - (x_{n,j} - x_{n,i})) / C``.
+
+    Each row of ``target`` lists the true classes ``T_n`` and ends at its first -1 (the rest is padding).
+
+    Shapes: input ``(C)`` or ``(N, C)``, target int64 of the same shape; ``'none'`` returns ``()`` or ``(N)``,
+    else a scalar.
+
+    Example::
+
+        >>> import torch, losskit.functional as F
+        >>> x = torch.tensor([[0.1, 0.2, 0.4, 0.8]])
+        >>> F.multilabel_margin_loss(x, torch.tensor([[3, 0, -1, 1]]))  # classes 3 and 0; 1 is padding
+        tensor(0.8500)
+    """
+    fn = "multilabel_margin_loss"
+    _checks.tensor(fn, "input", input)
+    _checks.tensor(fn, "target", target)
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    _checks.floating(fn, "input", input)
+    if input.dim() not in (1, 2) or input.shape[-1] == 0:
+        raise _checks.LossValueError(f"{fn}(): 'input' must be (C) or (N, C) with C > 0, got {_checks.shape(input)}")
+    if target.dtype != torch.int64:
+        raise _checks.LossTypeError(f"{fn}(): 'target' must have dtype torch.int64, got {target.dtype}")
+    if target.shape != input.shape:
+        raise _checks.LossValueError(
+            f"{fn}(): 'target' size {_checks.shape(target)} must equal the 'input' size {_checks.shape(input)}"
+        )
+    c = input.shape[-1]
+    listed = target[_ranking.target_mask(target)]
+    if listed.numel() and bool(((listed < 0) | (listed >= c)).any()):
+        bad = int(listed[(listed < 0) | (listed >= c)][0])
+        raise _checks.LossIndexError(f"{fn}(): 'target' {bad} is out of range for {c} classes (valid: 0..{c - 1})")
+    loss = _ranking.multilabel_margin(input.reshape(-1, c), target.reshape(-1, c))
+    if input.dim() == 1:
+        loss = loss.reshape(())
+    return _reduction.reduce_loss(loss, reduction)
