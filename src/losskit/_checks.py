@@ -155,6 +155,6 @@ def positive(fn: str, name: str, value: float) -> float:
 
 def non_negative(fn: str, name: str, value: float) -> float:
     value = number(fn, name, value)
-    if value < 0:
+    if not value >= 0:  # nan fails too
         raise LossValueError(f"{fn}(): '{name}' must be non-negative, got {value}")
     return value

@@ -6,6 +6,8 @@ import warnings
 
 import torch
 
+from ._checks import LossValueError
+
 REDUCTIONS = ("none", "mean", "sum")
 
 
@@ -38,7 +40,7 @@ def resolve(
     if size_average is not None or reduce is not None:
         return legacy_get_string(size_average, reduce)
     if not isinstance(reduction, str) or reduction not in allowed:
-        raise ValueError(f"{reduction} is not a valid value for reduction (expected one of {', '.join(allowed)})")
+        raise LossValueError(f"{reduction} is not a valid value for reduction (expected one of {', '.join(allowed)})")
     return reduction
 
 

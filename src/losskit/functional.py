@@ -351,7 +351,9 @@ def binary_cross_entropy(
     _checks.floating(fn, "input", input)
     _checks.floating(fn, "target", target)
     _checks.same_size(fn, input, target)
+    _checks.same_dtype(fn, "target", target, input)
     if weight is not None:
+        weight = weight.to(input.dtype)
         shape = _checks.broadcast_shape(fn, ("weight", "target"), weight, target)
         if shape != target.shape:
             raise _checks.LossValueError(
@@ -427,7 +429,7 @@ def soft_margin_loss(
     fn = "soft_margin_loss"
     input, target = _pointwise_pair(fn, input, target, warn_broadcast=False)
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    return _reduction.reduce_loss(_binary.soft_margin(input, target), reduction)
+    return _reduction.reduce_loss(_binary.soft_margin(input, target.to(input.dtype)), reduction)
 
 
 # --------------------------------------------------------------------------------------- divergence
@@ -510,9 +512,10 @@ def margin_ranking_loss(
             f"{fn}(): 'input1', 'input2' and 'target' must have the same number of dimensions, got "
             f"input1 {_checks.shape(input1)}, input2 {_checks.shape(input2)}, target {_checks.shape(target)}"
         )
-    _checks.floating(fn, "input1", input1)
-    _checks.floating(fn, "input2", input2)
     _checks.broadcast_shape(fn, ("input1", "input2", "target"), input1, input2, target)
+    if not (input1.is_floating_point() or input2.is_floating_point() or target.is_floating_point()):
+        dtype = torch.get_default_dtype()  # torch's result for integer inputs is floating too
+        input1, input2, target = input1.to(dtype), input2.to(dtype), target.to(dtype)
     return _reduction.reduce_loss(_ranking.margin_ranking(input1, input2, target, margin), reduction)
 
 
@@ -542,7 +545,7 @@ def multilabel_margin_loss(
     _checks.tensor(fn, "target", target)
     reduction = _reduction.resolve(reduction, size_average, reduce)
     _checks.floating(fn, "input", input)
-    if input.dim() not in (1, 2) or input.shape[-1] == 0:
+    if input.dim() > 2 or (input.dim() and input.shape[-1] == 0):
         raise _checks.LossValueError(f"{fn}(): 'input' must be (C) or (N, C) with C > 0, got {_checks.shape(input)}")
     if target.dtype != torch.int64:
         raise _checks.LossTypeError(f"{fn}(): 'target' must have dtype torch.int64, got {target.dtype}")
@@ -550,12 +553,14 @@ def multilabel_margin_loss(
         raise _checks.LossValueError(
             f"{fn}(): 'target' size {_checks.shape(target)} must equal the 'input' size {_checks.shape(input)}"
         )
-    c = input.shape[-1]
-    listed = target[_ranking.target_mask(target)]
-    if listed.numel() and bool(((listed < 0) | (listed >= c)).any()):
-        bad = int(listed[(listed < 0) | (listed >= c)][0])
-        raise _checks.LossIndexError(f"{fn}(): 'target' {bad} is out of range for {c} classes (valid: 0..{c - 1})")
+    c = input.shape[-1] if input.dim() else 1
+    out_of_range = (target < -1) | (target >= c)  # torch checks every entry, padding included
+    if bool(out_of_range.any()):
+        bad = int(target[out_of_range].flatten()[0])
+        raise _checks.LossIndexError(
+            f"{fn}(): 'target' {bad} is out of range for {c} classes (valid: 0..{c - 1}, or -1 to end the list)"
+        )
     loss = _ranking.multilabel_margin(input.reshape(-1, c), target.reshape(-1, c))
-    if input.dim() == 1:
+    if input.dim() <= 1:
         loss = loss.reshape(())
     return _reduction.reduce_loss(loss, reduction)

@@ -1,0 +1,116 @@
+"""Benchmark suites: each defines ``setup(params, impl) -> (make_inputs, loss_fn, differentiate)``.
+
+Implementations are compared side by side in one run: ``torch`` (torch.nn.functional), ``losskit``,
+and, for cross entropy, ``copy`` (one plain copy of the logits: the memory-bandwidth floor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .harness import Case
+
+DTYPES = ("float32", "bfloat16")
+
+
+def _dtype(name: str):
+    import torch
+
+    return getattr(torch, name)
+
+
+def setup_cross_entropy(params: dict, impl: str):
+    import torch
+    import torch.nn.functional as TF
+
+    import losskit.functional as LF
+
+    n, c, dtype = params["N"], params["C"], _dtype(params["dtype"])
+    gen = torch.Generator().manual_seed(0)
+    x0 = (torch.randn(n, c, generator=gen) * 2).to(dtype)
+    y = torch.randint(0, c, (n,), generator=gen)
+    kwargs = {}
+    if params.get("options") == "weight+ignore+smoothing":
+        kwargs = {"weight": torch.rand(c, generator=gen).to(dtype) + 0.5, "ignore_index": 7, "label_smoothing": 0.1}
+        y[::10] = 7
+
+    def make():
+        return (x0.clone().requires_grad_(),)
+
+    if impl == "copy":
+
+        def fn(x):
+            return x.detach().clone().sum()
+
+        return make, fn, False
+    loss = {"torch": TF.cross_entropy, "losskit": LF.cross_entropy}[impl]
+    return make, (lambda x: loss(x, y, **kwargs)), True
+
+
+def setup_elementwise(params: dict, impl: str):
+    import torch
+    import torch.nn.functional as TF
+
+    import losskit.functional as LF
+
+    shape, name = tuple(params["shape"]), params["loss"]
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(shape, generator=gen)
+    b = torch.randn(shape, generator=gen)
+    if name == "binary_cross_entropy":
+        a, b = a.sigmoid(), torch.rand(shape, generator=gen)
+    elif name in ("binary_cross_entropy_with_logits",):
+        b = torch.rand(shape, generator=gen)
+    elif name == "soft_margin_loss":
+        b = b.sign()
+    elif name == "kl_div":
+        a, b = a.log_softmax(-1), b.softmax(-1)
+    kwargs = {"reduction": "batchmean"} if name == "kl_div" else {}
+    fn = getattr({"torch": TF, "losskit": LF}[impl], name)
+
+    def make():
+        return (a.clone().requires_grad_(),)
+
+    return make, (lambda x: fn(x, b, **kwargs)), True
+
+
+SUITES: dict[str, Callable] = {
+    "cross_entropy": setup_cross_entropy,
+    "elementwise": setup_elementwise,
+}
+
+ELEMENTWISE = (
+    "mse_loss",
+    "l1_loss",
+    "smooth_l1_loss",
+    "huber_loss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "kl_div",
+    "soft_margin_loss",
+)
+
+
+def cross_entropy_cases(quick: bool = False) -> list[Case]:
+    if quick:
+        grid = [(1024, 8192, "float32", "plain"), (4096, 32000, "float32", "plain")]
+    else:
+        grid = [
+            (n, c, dt, "plain") for dt in DTYPES for n in (1024, 4096) for c in (1024, 8192, 32000, 128000)
+        ] + [(4096, 32000, "float32", "weight+ignore+smoothing"), (4096, 32000, "bfloat16", "weight+ignore+smoothing")]
+    return [
+        Case(
+            "cross_entropy",
+            f"N={n} C={c} {dt} {opt}",
+            {"N": n, "C": c, "dtype": dt, "options": opt},
+            ("torch", "losskit", "copy"),
+            repeat=3 if n * c >= 2**28 else 5,
+        )
+        for n, c, dt, opt in grid
+    ]
+
+
+def elementwise_cases(quick: bool = False) -> list[Case]:
+    shape = [1024, 1024] if quick else [4096, 4096]
+    names = ELEMENTWISE[:3] if quick else ELEMENTWISE
+    return [Case("elementwise", f"{name} {shape[0]}x{shape[1]}", {"loss": name, "shape": shape}, ("torch", "losskit")) for name in names]
