@@ -105,80 +105,85 @@ class _CrossEntropy(torch.autograd.Function):
         return grad, None, None, None
 
 
-def _fused_pass(x, target, weight, opts: CrossEntropyOptions, want_grad: bool, out=None):
-    """Reduced loss and, if ``want_grad``, the gradient of the reduced loss w.r.t. ``x`` (rows, C).
+class RowPlan:
+    """What one call needs per row, computed once: targets, weights, validity, the reduction's scale.
 
-    The only (rows, C) buffer is the gradient (``out`` when given, e.g. the logits themselves);
-    everything else is one chunk of rows at a time. Without grad, nothing of size (rows, C) is made.
+    :meth:`chunk` then turns the logits of rows ``[s, e)`` into row losses and, optionally, into the
+    gradient of the reduced loss (in place). Shared by the cross-entropy engine and the fused
+    linear + cross entropy, which feeds it one chunk of ``input @ W.T`` at a time.
     """
-    n, c = x.shape
-    acc = _acc_dtype(x.dtype)
-    eps, z, cap = opts.label_smoothing, opts.z_loss, opts.softcap
-    probabilities = target.is_floating_point()
-    zero = torch.zeros((), dtype=acc, device=x.device)
-    w = None if weight is None else weight.to(acc)
-    smooth_vec = None
-    if probabilities:
-        denom = n
-    else:
-        y = target.long()
-        valid = y != opts.ignore_index
-        y_safe = torch.where(valid, y, torch.zeros_like(y))
-        w_y = valid.to(acc) if w is None else torch.where(valid, w[y_safe], zero)
-        w_sum = float(c) if w is None else w.sum()
-        denom = w_y.sum()  # 0 when every target is ignored: the mean is then 0/0 = nan, as in torch
-        if eps > 0 and want_grad:
-            smooth_vec = torch.full((c,), eps / c, dtype=acc, device=x.device) if w is None else w * (eps / c)
-    scale = 1.0 / denom if opts.reduction == "mean" and n else None
-    if scale is not None and smooth_vec is not None:
-        smooth_vec = smooth_vec * scale
 
-    rows = torch.empty(n, dtype=acc, device=x.device)
-    grad = None
-    if want_grad:
-        grad = out if out is not None else torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    direct = want_grad and x.dtype == acc  # work straight in the gradient buffer
-    step = _rows_per_chunk(c)
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        xc = x[s:e]
+    def __init__(self, target, weight, opts: CrossEntropyOptions, n: int, c: int, acc, device, want_grad: bool):
+        self.opts, self.c, self.acc = opts, c, acc
+        self.probabilities = target.is_floating_point()
+        self.target = target
+        self.zero = torch.zeros((), dtype=acc, device=device)
+        self.w = None if weight is None else weight.to(acc)
+        eps = opts.label_smoothing
+        self.smooth_vec = None
+        if self.probabilities:
+            self.denom = n
+        else:
+            y = target.long()
+            self.valid = y != opts.ignore_index
+            self.y_safe = torch.where(self.valid, y, torch.zeros_like(y))
+            w = self.w
+            self.w_y = self.valid.to(acc) if w is None else torch.where(self.valid, w[self.y_safe], self.zero)
+            self.w_sum = float(c) if w is None else w.sum()
+            self.denom = self.w_y.sum()  # 0 when every target is ignored: 0/0 = nan for 'mean', as in torch
+            if eps > 0 and want_grad:
+                self.smooth_vec = torch.full((c,), eps / c, dtype=acc, device=device) if w is None else w * (eps / c)
+        self.scale = 1.0 / self.denom if opts.reduction == "mean" and n else None
+        if self.scale is not None and self.smooth_vec is not None:
+            self.smooth_vec = self.smooth_vec * self.scale
+        self.rows = torch.empty(n, dtype=acc, device=device)
+
+    def chunk(self, xc, s: int, e: int, want_grad: bool, out=None, row_scale=None):
+        """Row losses of logits ``xc`` (rows s..e) into ``self.rows``; returns their gradient (in the
+        accumulation dtype, written into ``out`` when given) or None. ``row_scale`` multiplies each row's
+        gradient (backward of ``reduction='none'``)."""
+        opts, c, acc, zero = self.opts, self.c, self.acc, self.zero
+        eps, z, cap = opts.label_smoothing, opts.z_loss, opts.softcap
         if cap is not None:
             th = torch.tanh(xc.to(acc) / cap)
             xc = th * cap
         lse = torch.logsumexp(xc.to(acc), 1) if z > 0 else None
         # one fused kernel: max, log-sum-exp and x - lse, in the accumulation dtype
-        lp = torch.log_softmax(xc, 1, dtype=acc, out=grad[s:e]) if direct else torch.log_softmax(xc, 1, dtype=acc)
-        if probabilities:
-            t = target[s:e].to(acc)
+        lp = torch.log_softmax(xc, 1, dtype=acc, out=out) if out is not None else torch.log_softmax(xc, 1, dtype=acc)
+        if self.probabilities:
+            t = self.target[s:e].to(acc)
             t = t * (1 - eps) + eps / c if eps > 0 else t
-            wt = t if w is None else t * w
+            wt = t if self.w is None else t * self.w
             row = -(wt * lp).sum(1)
             if z > 0:
                 row = row + z * lse * lse
-            rows[s:e] = row
+            self.rows[s:e] = row
         else:
-            yc = y_safe[s:e].unsqueeze(1)
-            wyc, vc = w_y[s:e], valid[s:e]
+            yc = self.y_safe[s:e].unsqueeze(1)
+            wyc, vc = self.w_y[s:e], self.valid[s:e]
             row = lp.gather(1, yc).squeeze(1).neg_() * wyc
             if eps > 0:
-                smooth = lp.sum(1) if w is None else lp @ w
+                smooth = lp.sum(1) if self.w is None else lp @ self.w
                 row = (1 - eps) * row - (eps / c) * smooth
             if z > 0:
                 row = row + z * lse * lse
-            rows[s:e] = torch.where(vc, row, zero)
+            self.rows[s:e] = torch.where(vc, row, zero)
         if not want_grad:
-            continue
+            return None
+        scale = self.scale
+        if row_scale is not None:
+            scale = row_scale if scale is None else row_scale * scale
         p = lp.exp_()  # softmax; the gradient is softmax · coef - (target terms)
-        if probabilities:
+        if self.probabilities:
             coef = wt.sum(1)
             if z > 0:
                 coef = coef + 2 * z * lse
             if scale is not None:
                 coef = coef * scale
-                wt = wt * scale
+                wt = wt * (scale.unsqueeze(1) if row_scale is not None else scale)
             p.mul_(coef.unsqueeze(1)).sub_(wt)
         else:
-            coef = (1 - eps) * wyc + (eps / c) * w_sum
+            coef = (1 - eps) * wyc + (eps / c) * self.w_sum
             if z > 0:
                 coef = coef + 2 * z * lse
             hit = (-(1 - eps)) * wyc
@@ -187,23 +192,49 @@ def _fused_pass(x, target, weight, opts: CrossEntropyOptions, want_grad: bool, o
                 hit = hit * scale
             p.mul_(coef.unsqueeze(1))
             p.scatter_add_(1, yc, hit.unsqueeze(1))
-            if smooth_vec is not None:
-                p.sub_(smooth_vec)
+            if self.smooth_vec is not None:
+                if row_scale is None:
+                    p.sub_(self.smooth_vec)
+                else:
+                    p.sub_(row_scale.unsqueeze(1) * self.smooth_vec)
             ignored = (~vc).nonzero().squeeze(1)
             if ignored.numel():
                 p.index_fill_(0, ignored, 0.0)
         if cap is not None:
             p.mul_(th.mul_(th).neg_().add_(1))  # d(s·tanh(x/s))/dx = 1 - tanh²
-        if not direct:
-            grad[s:e].copy_(p)
+        return p
 
-    if opts.reduction == "none":
-        loss = rows
-    elif opts.reduction == "sum":
-        loss = rows.sum()
-    else:
-        loss = rows.sum() / denom
-    return loss.to(x.dtype), grad
+    def reduced(self, dtype):
+        """The loss as the reduction asks, in ``dtype``."""
+        if self.opts.reduction == "none":
+            loss = self.rows
+        elif self.opts.reduction == "sum":
+            loss = self.rows.sum()
+        else:
+            loss = self.rows.sum() / self.denom
+        return loss.to(dtype)
+
+
+def _fused_pass(x, target, weight, opts: CrossEntropyOptions, want_grad: bool, out=None):
+    """Reduced loss and, if ``want_grad``, the gradient of the reduced loss w.r.t. ``x`` (rows, C).
+
+    The only (rows, C) buffer is the gradient (``out`` when given, e.g. the logits themselves);
+    everything else is one chunk of rows at a time. Without grad, nothing of size (rows, C) is made.
+    """
+    n, c = x.shape
+    acc = _acc_dtype(x.dtype)
+    plan = RowPlan(target, weight, opts, n, c, acc, x.device, want_grad)
+    grad = None
+    if want_grad:
+        grad = out if out is not None else torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    direct = want_grad and x.dtype == acc  # work straight in the gradient buffer
+    step = _rows_per_chunk(c)
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        p = plan.chunk(x[s:e], s, e, want_grad, out=grad[s:e] if direct else None)
+        if want_grad and not direct:
+            grad[s:e].copy_(p)
+    return plan.reduced(x.dtype), grad
 
 
 def cross_entropy(

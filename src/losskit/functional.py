@@ -94,6 +94,10 @@ def cross_entropy(
     reduce: bool | None = None,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
+    *,
+    inplace: bool = False,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     r"""Cross entropy between logits and class indices or class probabilities (fused, one pass).
 
@@ -118,6 +122,12 @@ def cross_entropy(
         ignore_index: a target value that is skipped (any int; class-index targets only).
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
         label_smoothing: ``ε`` in ``[0, 1]`` (a negative value means none, as in torch).
+        inplace: keyword-only, beyond torch: write the gradient over the logits' storage, saving the last
+            ``(N, C)`` buffer. The logits are overwritten (autograd's version counter turns any later use
+            of them by another op's backward into an error); they must not be a leaf that requires grad.
+        z_loss: keyword-only, beyond torch: add ``z_loss · lse_n²`` per kept row (PaLM's auxiliary loss,
+            ``lse_n = log Σ_c exp(x_{n,c})``), reduced like the loss itself.
+        softcap: keyword-only, beyond torch: use ``softcap · tanh(x / softcap)`` as the logits (Gemma 2).
 
     Returns:
         ``'none'``: the target's shape without the class dim, i.e. ``()``, ``(N,)`` or ``(N, d1, ..., dK)``;
@@ -144,6 +154,9 @@ def cross_entropy(
     if input.dim() == 0:
         raise _checks.LossValueError(f"{fn}(): 'input' must have 1 or more dimensions (C,), (N, C), ..., got shape []")
     eps = _checks.label_smoothing(fn, label_smoothing)
+    z_loss = _checks.non_negative(fn, "z_loss", z_loss)
+    if softcap is not None:
+        softcap = _checks.positive(fn, "softcap", softcap)
     num_classes = input.shape[0] if input.dim() == 1 else input.shape[1]
     if target.shape == input.shape:  # class probabilities, as torch decides: same shape as the input
         if not target.is_floating_point():
@@ -158,7 +171,7 @@ def cross_entropy(
         _checks.class_weight(fn, weight, num_classes, input)
     else:
         _class_problem(fn, input, target, weight, ignore_index)
-    opts = _cross_entropy.CrossEntropyOptions(reduction, ignore_index, eps)
+    opts = _cross_entropy.CrossEntropyOptions(reduction, ignore_index, eps, z_loss, softcap, bool(inplace))
     return _cross_entropy.cross_entropy(input, target, weight, opts)
 
 
