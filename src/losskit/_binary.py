@@ -50,10 +50,8 @@ def binary_cross_entropy_with_logits(
 ) -> torch.Tensor:
     """``-w·(pw·t·log σ(x) + (1-t)·log(1-σ(x)))`` = ``w·((1-t)·x - (1 + (pw-1)·t)·log σ(x))``, stable for any x."""
     log_sig = F.logsigmoid(x)
-    if pos_weight is None:
-        loss = (1 - t) * x - log_sig
-    else:
-        loss = (1 - t) * x - (1 + (pos_weight - 1) * t) * log_sig
+    log_weight = 1 if pos_weight is None else 1 + (pos_weight - 1) * t
+    loss = (1 - t) * x - log_weight * log_sig
     return loss if w is None else loss * w
 
 

@@ -47,7 +47,9 @@ def floating(fn: str, name: str, t: torch.Tensor) -> None:
 
 def same_dtype(fn: str, name: str, t: torch.Tensor, ref: torch.Tensor, ref_name: str = "input") -> None:
     if t.dtype != ref.dtype:
-        raise LossTypeError(f"{fn}(): '{name}' has dtype {t.dtype} but '{ref_name}' has dtype {ref.dtype}; they must match")
+        raise LossTypeError(
+            f"{fn}(): '{name}' has dtype {t.dtype} but '{ref_name}' has dtype {ref.dtype}; they must match"
+        )
 
 
 def number(fn: str, name: str, value: object) -> float:
@@ -66,15 +68,13 @@ def broadcast_shape(fn: str, names: tuple[str, ...], *tensors: torch.Tensor) -> 
     try:
         return torch.broadcast_shapes(*(t.shape for t in tensors))
     except RuntimeError:
-        described = ", ".join(f"'{n}' {shape(t)}" for n, t in zip(names, tensors))
+        described = ", ".join(f"'{n}' {shape(t)}" for n, t in zip(names, tensors, strict=True))
         raise LossValueError(f"{fn}(): shapes do not broadcast: {described}") from None
 
 
 def same_size(fn: str, input: torch.Tensor, target: torch.Tensor) -> None:
     if input.shape != target.shape:
-        raise LossValueError(
-            f"{fn}(): 'target' size {shape(target)} must be the same as 'input' size {shape(input)}"
-        )
+        raise LossValueError(f"{fn}(): 'target' size {shape(target)} must be the same as 'input' size {shape(input)}")
 
 
 def in_unit_interval(fn: str, name: str, t: torch.Tensor) -> None:
@@ -95,14 +95,18 @@ def class_weight(fn: str, weight: torch.Tensor | None, num_classes: int, input: 
     same_dtype(fn, "weight", weight, input)
 
 
-def class_target(fn: str, input: torch.Tensor, target: torch.Tensor) -> None:
-    """Shapes and dtype of an integer class target for ``input`` of shape (C,), (N, C) or (N, C, d1, ..., dK)."""
-    if input.dim() < 1:
-        raise LossValueError(f"{fn}(): 'input' must have 1 or more dimensions (C,), (N, C), ..., got shape []")
+def class_index_dtype(fn: str, target: torch.Tensor) -> None:
     if target.dtype not in (torch.int64, torch.uint8):
         raise LossTypeError(
             f"{fn}(): class-index 'target' must have dtype torch.int64 (or torch.uint8), got {target.dtype}"
         )
+
+
+def class_target(fn: str, input: torch.Tensor, target: torch.Tensor) -> None:
+    """Shapes and dtype of an integer class target for ``input`` of shape (C,), (N, C) or (N, C, d1, ..., dK)."""
+    if input.dim() < 1:
+        raise LossValueError(f"{fn}(): 'input' must have 1 or more dimensions (C,), (N, C), ..., got shape []")
+    class_index_dtype(fn, target)
     if input.dim() == 1:
         if target.dim() > 1 or (target.dim() == 1 and target.shape[0] != 1):
             raise LossValueError(
@@ -121,7 +125,9 @@ def class_target(fn: str, input: torch.Tensor, target: torch.Tensor) -> None:
         )
     expected = [input.shape[0], *input.shape[2:]]
     if shape(target) != expected:
-        raise LossValueError(f"{fn}(): expected 'target' of shape {expected} for 'input' {shape(input)}, got {shape(target)}")
+        raise LossValueError(
+            f"{fn}(): expected 'target' of shape {expected} for 'input' {shape(input)}, got {shape(target)}"
+        )
 
 
 def class_range(fn: str, target: torch.Tensor, num_classes: int, ignore_index: int) -> None:

@@ -14,7 +14,16 @@ import warnings
 
 import torch
 
-from . import _binary, _checks, _cross_entropy, _divergence, _ranking, _reduction, _regression
+from . import (
+    _binary,
+    _checks,
+    _cross_entropy,
+    _divergence,
+    _linear_cross_entropy,
+    _ranking,
+    _reduction,
+    _regression,
+)
 
 __all__ = [
     "binary_cross_entropy",
@@ -23,6 +32,7 @@ __all__ = [
     "huber_loss",
     "kl_div",
     "l1_loss",
+    "linear_cross_entropy",
     "margin_ranking_loss",
     "mse_loss",
     "multilabel_margin_loss",
@@ -173,6 +183,145 @@ def cross_entropy(
         _class_problem(fn, input, target, weight, ignore_index)
     opts = _cross_entropy.CrossEntropyOptions(reduction, ignore_index, eps, z_loss, softcap, bool(inplace))
     return _cross_entropy.cross_entropy(input, target, weight, opts)
+
+
+def linear_cross_entropy(
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    options: object | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | None = None,
+) -> torch.Tensor:
+    r"""Computes ``cross_entropy(input @ linear_weight.T + linear_bias, target, ...)`` without materialising
+    the logits: rows are processed in chunks, the gradients are finished in the forward pass.
+
+    Same signature, defaults and results as torch 2.13's ``F.linear_cross_entropy`` (its reference path),
+    fused by default. ``ignore_index=None`` means -100 for class indices; it may not be given with class
+    probabilities. The loss is :func:`cross_entropy`'s, with ``x = input @ Wᵀ + b``::
+
+        l_n = (1 - ε)·w_{y_n}·(-log softmax(x_n)_{y_n}) + ε/V·Σ_c w_c·(-log softmax(x_n)_c)
+
+    Peak extra memory is one chunk of logits plus the gradients themselves (the weight gradient in
+    fp32 for fp16/bf16 inputs), instead of the ``(N, V)`` logits and their gradient.
+
+    Args:
+        input: ``(H,)``, ``(N, H)`` or, beyond torch, any ``(*, H)`` such as ``(B, T, H)``.
+        linear_weight: ``(V, H)`` (or torch's K-dimensional ``(V, d1, ..., dK, H)``, computed unfused).
+        target: class indices of shape ``()``/``(N,)``/``(*)``, or probabilities ``(*, V)``.
+        linear_bias: ``(V,)``. weight: ``(V,)`` class weights. reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        options: torch's ``LinearCrossEntropyOptions``; only its ``batch_chunk_size`` is used (as ``chunk_size``).
+        z_loss, softcap: keyword-only extras, as in :func:`cross_entropy`.
+        chunk_size: rows per chunk; memory_budget: bytes for one chunk of logits (default 64 MiB of fp32).
+
+    Returns:
+        ``'none'``: the target's shape (``(*)``); otherwise a scalar. Same dtype as ``input``.
+
+    Example::
+
+        >>> import torch, losskit.functional as F
+        >>> h = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+        >>> W = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 1.0]])
+        >>> F.linear_cross_entropy(h, W, torch.tensor([0, 1, 2]), reduction="none")
+        tensor([0.4076, 0.7586, 1.8620])
+        >>> F.linear_cross_entropy(h, W, torch.tensor([0, 1, 2]), chunk_size=1)  # any chunking, same numbers
+        tensor(1.0094)
+    """
+    fn = "linear_cross_entropy"
+    _checks.tensor(fn, "input", input)
+    _checks.tensor(fn, "linear_weight", linear_weight)
+    _checks.tensor(fn, "target", target)
+    linear_bias = _checks.optional_tensor(fn, "linear_bias", linear_bias)
+    weight = _checks.optional_tensor(fn, "weight", weight)
+    reduction = _reduction.resolve(reduction)
+    _checks.floating(fn, "input", input)
+    if input.dim() < 1:
+        raise _checks.LossValueError(f"{fn}(): 'input' must be (H,), (N, H) or (*, H), got shape []")
+    if linear_weight.dim() < 2:
+        raise _checks.LossValueError(
+            f"{fn}(): 'linear_weight' must be (V, H), got shape {_checks.shape(linear_weight)}"
+        )
+    h_features, v = input.shape[-1], linear_weight.shape[0]
+    out_features = tuple(linear_weight.shape[1:-1])
+    if linear_weight.shape[-1] != h_features:
+        raise _checks.LossValueError(
+            f"{fn}(): 'input' {_checks.shape(input)} and 'linear_weight' {_checks.shape(linear_weight)} must "
+            f"share the last dimension (in_features), got {h_features} and {linear_weight.shape[-1]}"
+        )
+    _checks.same_dtype(fn, "linear_weight", linear_weight, input)
+    if linear_bias is not None:
+        if tuple(linear_bias.shape) != (v, *out_features):
+            raise _checks.LossValueError(
+                f"{fn}(): 'linear_bias' must have shape {[v, *out_features]}, got {_checks.shape(linear_bias)}"
+            )
+        _checks.same_dtype(fn, "linear_bias", linear_bias, input)
+    if out_features:  # torch's K-dimensional form: computed the plain way
+        if input.dim() != 2:
+            raise _checks.LossValueError(
+                f"{fn}(): a K-dimensional 'linear_weight' {_checks.shape(linear_weight)} needs batched input "
+                f"(N, {h_features}), got {_checks.shape(input)}"
+            )
+        logits = torch.matmul(input, linear_weight.reshape(-1, h_features).t()).reshape(-1, v, *out_features)
+        if linear_bias is not None:
+            logits = logits + linear_bias
+        return cross_entropy(
+            logits,
+            target,
+            weight,
+            ignore_index=-100 if ignore_index is None else ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+            softcap=softcap,
+        )
+    lead = input.shape[:-1]
+    probabilities = tuple(target.shape) == (*lead, v)
+    if probabilities and ignore_index is not None:
+        raise _checks.LossValueError(f"{fn}(): ignore_index cannot be given when 'target' holds class probabilities")
+    ignore_index = _checks.integer(fn, "ignore_index", -100 if ignore_index is None else ignore_index)
+    eps = _checks.label_smoothing(fn, label_smoothing)
+    z_loss = _checks.non_negative(fn, "z_loss", z_loss)
+    if softcap is not None:
+        softcap = _checks.positive(fn, "softcap", softcap)
+    h = input.reshape(-1, h_features)
+    if probabilities:
+        if not target.is_floating_point():
+            raise _checks.LossTypeError(
+                f"{fn}(): class-probability 'target' must be floating point, got {target.dtype}"
+            )
+        rows_t = target.reshape(-1, v)
+        _checks.class_weight(fn, weight, v, input)
+    else:
+        if tuple(target.shape) != tuple(lead):
+            raise _checks.LossValueError(
+                f"{fn}(): 'target' must have shape {list(lead)} (class indices) or {[*lead, v]} (probabilities) "
+                f"for 'input' {_checks.shape(input)}, got {_checks.shape(target)}"
+            )
+        rows_t = target.reshape(-1)
+        _checks.class_index_dtype(fn, target)
+        _checks.class_weight(fn, weight, v, input)
+        _checks.class_range(fn, rows_t, v, ignore_index)
+    if chunk_size is None and options is not None:
+        chunk_size = getattr(options, "batch_chunk_size", None)
+    if chunk_size is not None:
+        chunk_size = _checks.integer(fn, "chunk_size", chunk_size)
+        _checks.positive(fn, "chunk_size", chunk_size)
+    if memory_budget is not None:
+        memory_budget = _checks.integer(fn, "memory_budget", memory_budget)
+        _checks.positive(fn, "memory_budget", memory_budget)
+    opts = _cross_entropy.CrossEntropyOptions(reduction, ignore_index, eps, z_loss, softcap)
+    acc = torch.float64 if input.dtype == torch.float64 else torch.float32
+    step = _linear_cross_entropy.rows_per_chunk(h.shape[0], v, chunk_size, memory_budget, acc)
+    loss = _linear_cross_entropy.linear_cross_entropy(h, linear_weight, linear_bias, rows_t, weight, opts, step)
+    return loss.reshape(lead) if reduction == "none" else loss
 
 
 def nll_loss(

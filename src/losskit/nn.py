@@ -7,6 +7,7 @@ function of the same name in :mod:`losskit.functional`, whose docstring carries 
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -21,6 +22,7 @@ __all__ = [
     "HuberLoss",
     "KLDivLoss",
     "L1Loss",
+    "LinearCrossEntropyLoss",
     "MSELoss",
     "MarginRankingLoss",
     "MultiLabelMarginLoss",
@@ -400,3 +402,70 @@ class SoftMarginLoss(_Loss):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return functional.soft_margin_loss(input, target, reduction=self.reduction)
+
+
+class LinearCrossEntropyLoss(_WeightedLoss):
+    r"""A linear layer and cross entropy in one, never materialising the logits; see
+    :func:`losskit.functional.linear_cross_entropy`.
+
+    Holds ``self.linear`` (a ``torch.nn.Linear(in_features, num_classes·Π out_features)``) and the class
+    ``weight`` buffer, so ``state_dict`` keys equal torch 2.13's ``nn.LinearCrossEntropyLoss``.
+
+    Shapes: input ``(H)``, ``(N, H)`` or ``(*, H)``; target ``()``, ``(N)`` or ``(*)`` class indices (or
+    ``(*, C)`` probabilities); output ``()`` or, for ``'none'``, the target's shape.
+
+    Example::
+
+        >>> import torch, losskit.nn as nn
+        >>> loss = nn.LinearCrossEntropyLoss(2, 3)
+        >>> with torch.no_grad():
+        ...     _ = loss.linear.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 1.0]]))
+        >>> loss(torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]), torch.tensor([0, 1, 2]))
+        tensor(1.0094, grad_fn=<_LinearCrossEntropyBackward>)
+    """
+
+    __constants__ = ["ignore_index", "reduction", "label_smoothing"]
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        out_features: tuple[int, ...] = (),
+        bias: bool = False,
+        device=None,
+        dtype=None,
+        reduction: str = "mean",
+        weight: Tensor | None = None,
+        ignore_index: int | None = None,
+        label_smoothing: float = 0.0,
+        options=None,
+    ) -> None:
+        super().__init__(weight, None, None, reduction)
+        self.num_classes = num_classes
+        self.out_features = tuple(out_features)
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        self.options = options
+        self.linear = torch.nn.Linear(
+            in_features,
+            math.prod(self.out_features, start=num_classes),
+            bias=bias,
+            device=device,
+            dtype=dtype,
+        )
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        shape = (self.num_classes, *self.out_features)
+        bias = None if self.linear.bias is None else self.linear.bias.reshape(shape)
+        return functional.linear_cross_entropy(
+            input,
+            self.linear.weight.reshape(*shape, self.linear.in_features),
+            target,
+            linear_bias=bias,
+            weight=self.weight,
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            options=self.options,
+        )

@@ -31,7 +31,11 @@ def setup_cross_entropy(params: dict, impl: str):
     y = torch.randint(0, c, (n,), generator=gen)
     kwargs = {}
     if params.get("options") == "weight+ignore+smoothing":
-        kwargs = {"weight": torch.rand(c, generator=gen).to(dtype) + 0.5, "ignore_index": 7, "label_smoothing": 0.1}
+        kwargs = {
+            "weight": torch.rand(c, generator=gen).to(dtype) + 0.5,
+            "ignore_index": 7,
+            "label_smoothing": 0.1,
+        }
         y[::10] = 7
 
     def make():
@@ -95,9 +99,10 @@ def cross_entropy_cases(quick: bool = False) -> list[Case]:
     if quick:
         grid = [(1024, 8192, "float32", "plain"), (4096, 32000, "float32", "plain")]
     else:
-        grid = [
-            (n, c, dt, "plain") for dt in DTYPES for n in (1024, 4096) for c in (1024, 8192, 32000, 128000)
-        ] + [(4096, 32000, "float32", "weight+ignore+smoothing"), (4096, 32000, "bfloat16", "weight+ignore+smoothing")]
+        grid = [(n, c, dt, "plain") for dt in DTYPES for n in (1024, 4096) for c in (1024, 8192, 32000, 128000)] + [
+            (4096, 32000, "float32", "weight+ignore+smoothing"),
+            (4096, 32000, "bfloat16", "weight+ignore+smoothing"),
+        ]
     return [
         Case(
             "cross_entropy",
@@ -113,4 +118,12 @@ def cross_entropy_cases(quick: bool = False) -> list[Case]:
 def elementwise_cases(quick: bool = False) -> list[Case]:
     shape = [1024, 1024] if quick else [4096, 4096]
     names = ELEMENTWISE[:3] if quick else ELEMENTWISE
-    return [Case("elementwise", f"{name} {shape[0]}x{shape[1]}", {"loss": name, "shape": shape}, ("torch", "losskit")) for name in names]
+    return [
+        Case(
+            "elementwise",
+            f"{name} {shape[0]}x{shape[1]}",
+            {"loss": name, "shape": shape},
+            ("torch", "losskit"),
+        )
+        for name in names
+    ]

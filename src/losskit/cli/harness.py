@@ -221,7 +221,13 @@ def ratio_table(rows: list[dict], baseline: str = "torch") -> list[dict]:
         ref = impls.get(baseline)
         for impl, m in impls.items():
             t_key = "forward_backward_ms" if "forward_backward_ms" in m else "forward_ms"
-            row = {"suite": suite, "case": case, "impl": impl, "ms": m.get(t_key), "peak_mib": m.get("peak_extra_mib")}
+            row = {
+                "suite": suite,
+                "case": case,
+                "impl": impl,
+                "ms": m.get(t_key),
+                "peak_mib": m.get("peak_extra_mib"),
+            }
             if ref and impl != baseline:
                 if ref.get(t_key) and m.get(t_key) is not None:
                     row["time_ratio"] = m[t_key] / ref[t_key]

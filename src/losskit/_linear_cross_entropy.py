@@ -1,0 +1,105 @@
+"""Fused linear + cross entropy: ``cross_entropy(input @ W.T + b, target)`` without the (N, V) logits.
+
+The rows of ``input`` are walked in chunks. Per chunk: ``logits = h @ W.T (+ b)`` (one matmul), the
+cross-entropy engine's :class:`~losskit._cross_entropy.RowPlan` turns them in place into the row losses
+and ``G = ∂loss/∂logits``, then ``∂h = G @ W`` and ``∂W += Gᵀ @ h`` (``∂b += Σ_rows G``). Only one
+chunk of logits exists at a time; for fp16/bf16 the weight gradient accumulates in fp32. Backward
+only scales the finished gradients by ``grad_output``; for ``reduction='none'`` it recomputes the
+chunks with each row's ``grad_output`` folded in (a per-row factor cannot be applied to ``∂W`` after
+the fact).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ._cross_entropy import CrossEntropyOptions, RowPlan, _acc_dtype
+
+# Default size of one chunk of logits, in elements of the accumulation dtype (64 MiB of fp32). Large
+# enough that the weight-gradient matmul (K = rows per chunk) runs near peak, small enough that the
+# chunk is a fraction of the weight gradient it accumulates into.
+CHUNK_ELEMENTS = 1 << 24
+
+
+def rows_per_chunk(n: int, v: int, chunk_size: int | None, memory_budget: int | None, acc) -> int:
+    if chunk_size is not None:
+        return max(1, min(n, chunk_size))
+    elements = CHUNK_ELEMENTS
+    if memory_budget is not None:
+        elements = max(1, memory_budget // (torch.finfo(acc).bits // 8))
+    return max(1, min(n, elements // max(v, 1)))
+
+
+def _pass(h, w, b, target, weight, opts, needs, step, row_scale=None):
+    """One walk over the row chunks: the reduced loss and the gradients named in ``needs`` (h, W, b)."""
+    n, v = h.shape[0], w.shape[0]
+    acc = _acc_dtype(h.dtype)
+    want_grad = any(needs)
+    plan = RowPlan(target, weight, opts, n, v, acc, h.device, want_grad)
+    grad_h = torch.empty_like(h) if needs[0] else None
+    grad_w = torch.zeros(w.shape, dtype=acc, device=w.device) if needs[1] else None
+    grad_b = torch.zeros(v, dtype=acc, device=w.device) if needs[2] else None
+    low = h.dtype != acc
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        hc = h[s:e]
+        logits = torch.mm(hc, w.t()) if b is None else torch.addmm(b, hc, w.t())
+        g = plan.chunk(
+            logits,
+            s,
+            e,
+            want_grad,
+            out=None if low else logits,
+            row_scale=None if row_scale is None else row_scale[s:e],
+        )
+        if not want_grad:
+            continue
+        if grad_h is not None:
+            torch.mm(g.to(w.dtype) if low else g, w, out=grad_h[s:e])
+        if grad_w is not None:
+            grad_w.addmm_(g.t(), hc.to(acc) if low else hc)
+        if grad_b is not None:
+            grad_b.add_(g.sum(0))
+    return plan.reduced(h.dtype), grad_h, grad_w, grad_b
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, w, b, target, weight, opts: CrossEntropyOptions, step: int):  # type: ignore[override]
+        needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], b is not None and ctx.needs_input_grad[2])
+        ctx.opts, ctx.step, ctx.needs = opts, step, needs
+        ctx.save_for_backward(h, w, b, target, weight)
+        if opts.reduction == "none" or not any(needs):
+            ctx.grads = None  # 'none': per-row grad_output is only known in backward
+            loss, *_ = _pass(h, w, b, target, weight, opts, (False, False, False), step)
+            return loss
+        loss, *ctx.grads = _pass(h, w, b, target, weight, opts, needs, step)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):  # type: ignore[override]
+        h, w, b, target, weight = ctx.saved_tensors
+        grads, ctx.grads = ctx.grads, None
+        if ctx.opts.reduction == "none":
+            row_scale = grad_output.reshape(-1).to(_acc_dtype(h.dtype))
+            _, *grads = _pass(h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step, row_scale=row_scale)
+        else:
+            if grads is None:  # a second backward through this graph (retain_graph=True): recompute
+                _, *grads = _pass(h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step)
+            if grad_output.device.type != "cpu" or float(grad_output) != 1.0:
+                for g in grads:
+                    if g is not None:
+                        g.mul_(grad_output.to(g.dtype))
+        grad_h, grad_w, grad_b = grads
+        if grad_w is not None:
+            grad_w = grad_w.to(w.dtype)
+        if grad_b is not None:
+            grad_b = grad_b.to(b.dtype)
+        return grad_h, grad_w, grad_b, None, None, None, None
+
+
+def linear_cross_entropy(h, w, b, target, weight, opts: CrossEntropyOptions, step: int) -> torch.Tensor:
+    """``h`` (rows, H), ``w`` (V, H), ``b`` (V,) or None, ``target`` (rows,) or (rows, V) probabilities."""
+    return _LinearCrossEntropy.apply(h, w, b, target, weight, opts, step)
