@@ -52,6 +52,11 @@ def same_dtype(fn: str, name: str, t: torch.Tensor, ref: torch.Tensor, ref_name:
         )
 
 
+def no_grad(fn: str, name: str, t: torch.Tensor | None) -> None:
+    if t is not None and t.requires_grad:
+        raise LossValueError(f"{fn}(): the loss is not differentiable with respect to '{name}', which requires grad")
+
+
 def number(fn: str, name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise LossTypeError(f"{fn}(): '{name}' must be a number, not {type(value).__name__}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from ._elementwise import Pointwise
+
 
 def squared_error(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``(x - y)²``"""
@@ -33,3 +35,19 @@ def huber(input: torch.Tensor, target: torch.Tensor, delta: float) -> torch.Tens
     """``0.5·d²`` where ``|d| < δ``, else ``δ·(|d| - 0.5·δ)``."""
     d = (input - target).abs()
     return torch.where(d < delta, 0.5 * d * d, delta * (d - 0.5 * delta))
+
+
+def _smooth_l1_grad(x, t, beta, out):
+    d = torch.sub(x, t, out=out)
+    return d.sign_() if beta == 0.0 else d.div_(beta).clamp_(-1.0, 1.0)
+
+
+# The same losses for the chunked engine: (loss, ∂loss/∂x), torch's sub-gradients included.
+SQUARED = Pointwise(
+    "mse_loss", lambda x, t, _: squared_error(x, t), lambda x, t, _, out: torch.sub(x, t, out=out).mul_(2)
+)
+ABSOLUTE = Pointwise(
+    "l1_loss", lambda x, t, _: absolute_error(x, t), lambda x, t, _, out: torch.sub(x, t, out=out).sign_()
+)
+SMOOTH_L1 = Pointwise("smooth_l1_loss", smooth_l1, _smooth_l1_grad)
+HUBER = Pointwise("huber_loss", huber, lambda x, t, delta, out: torch.sub(x, t, out=out).clamp_(-delta, delta))

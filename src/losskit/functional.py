@@ -19,6 +19,7 @@ from . import (
     _checks,
     _cross_entropy,
     _divergence,
+    _elementwise,
     _linear_cross_entropy,
     _ranking,
     _reduction,
@@ -68,6 +69,8 @@ def _pointwise_pair(fn: str, input, target, *, warn_broadcast: bool = True):
             stacklevel=3,
         )
     shape = _checks.broadcast_shape(fn, ("input", "target"), input, target)
+    if input.shape == target.shape:
+        return input, target
     return input.expand(shape), target.expand(shape)
 
 
@@ -90,6 +93,16 @@ def _reduce_weighted(loss, weight, reduction: str, mean_over_weights: bool):
     if reduction == "mean" and mean_over_weights:
         return loss.sum() / weight.sum()
     return _reduction.reduce_loss(loss, reduction)
+
+
+def _elementwise_loss(
+    spec, reference, input, target, weight, reduction, params=None, *, mean_over_weights=False, extras=()
+):
+    """Route an element-wise loss: the chunked engine when it covers the call exactly, else the plain
+    PyTorch ``reference()`` (element-wise loss) differentiated by autograd and reduced here."""
+    if _elementwise.fast_path_ok(input, target, weight, *extras):
+        return _elementwise.pointwise(spec, input, target, weight, params, reduction, mean_over_weights)
+    return _reduce_weighted(reference(), weight, reduction, mean_over_weights)
 
 
 # ------------------------------------------------------------------------------------ cross entropy
@@ -392,10 +405,18 @@ def mse_loss(
         tensor(3.3333)
     """
     fn = "mse_loss"
+    weight = _elementwise_weight(fn, weight, _checks.tensor(fn, "input", input))
     input, target = _pointwise_pair(fn, input, target)
-    weight = _elementwise_weight(fn, weight, input)
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    return _reduce_weighted(_regression.squared_error(input, target), weight, reduction, True)
+    return _elementwise_loss(
+        _regression.SQUARED,
+        lambda: _regression.squared_error(input, target),
+        input,
+        target,
+        weight,
+        reduction,
+        mean_over_weights=True,
+    )
 
 
 def l1_loss(
@@ -419,10 +440,18 @@ def l1_loss(
         tensor(1.3333)
     """
     fn = "l1_loss"
+    weight = _elementwise_weight(fn, weight, _checks.tensor(fn, "input", input))
     input, target = _pointwise_pair(fn, input, target)
-    weight = _elementwise_weight(fn, weight, input)
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    return _reduce_weighted(_regression.absolute_error(input, target), weight, reduction, True)
+    return _elementwise_loss(
+        _regression.ABSOLUTE,
+        lambda: _regression.absolute_error(input, target),
+        input,
+        target,
+        weight,
+        reduction,
+        mean_over_weights=True,
+    )
 
 
 def smooth_l1_loss(
@@ -449,7 +478,9 @@ def smooth_l1_loss(
     input, target = _pointwise_pair(fn, input, target)
     beta = _checks.non_negative(fn, "beta", beta)
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    return _reduction.reduce_loss(_regression.smooth_l1(input, target, beta), reduction)
+    return _elementwise_loss(
+        _regression.SMOOTH_L1, lambda: _regression.smooth_l1(input, target, beta), input, target, None, reduction, beta
+    )
 
 
 def huber_loss(
@@ -473,11 +504,14 @@ def huber_loss(
         tensor([0.1250, 4.0000])
     """
     fn = "huber_loss"
+    weight = _elementwise_weight(fn, weight, _checks.tensor(fn, "input", input))
     input, target = _pointwise_pair(fn, input, target)
-    weight = _elementwise_weight(fn, weight, input)
     delta = _checks.positive(fn, "delta", delta)
     reduction = _reduction.resolve(reduction)
-    return _reduce_weighted(_regression.huber(input, target, delta), weight, reduction, False)
+    target = target.to(input.dtype)  # torch's huber_loss returns the input's dtype
+    return _elementwise_loss(
+        _regression.HUBER, lambda: _regression.huber(input, target, delta), input, target, weight, reduction, delta
+    )
 
 
 # ------------------------------------------------------------------------------------------- binary
@@ -514,6 +548,7 @@ def binary_cross_entropy(
     _checks.floating(fn, "target", target)
     _checks.same_size(fn, input, target)
     _checks.same_dtype(fn, "target", target, input)
+    _checks.no_grad(fn, "weight", weight)
     if weight is not None:
         weight = weight.to(input.dtype)
         shape = _checks.broadcast_shape(fn, ("weight", "target"), weight, target)
@@ -521,10 +556,12 @@ def binary_cross_entropy(
             raise _checks.LossValueError(
                 f"{fn}(): 'weight' {_checks.shape(weight)} must broadcast to the target's shape {_checks.shape(target)}"
             )
-        weight = weight.expand(shape)
     _checks.in_unit_interval(fn, "input", input.detach())
     _checks.in_unit_interval(fn, "target", target.detach())
-    return _reduction.reduce_loss(_binary.binary_cross_entropy(input, target, weight), reduction)
+    if _elementwise.fast_path_ok(input, target, weight):
+        return _elementwise.pointwise(_binary.BCE, input, target, weight, None, reduction)
+    full_weight = None if weight is None else weight.expand(target.shape)
+    return _reduction.reduce_loss(_binary.binary_cross_entropy(input, target, full_weight), reduction)
 
 
 def binary_cross_entropy_with_logits(
@@ -562,11 +599,16 @@ def binary_cross_entropy_with_logits(
     _checks.floating(fn, "input", input)
     _checks.floating(fn, "target", target)
     _checks.same_size(fn, input, target)
+    _checks.no_grad(fn, "weight", weight)
+    input = input.to(target.dtype)  # torch's result follows the target's dtype
     for name, extra in (("weight", weight), ("pos_weight", pos_weight)):
         if extra is not None and _checks.broadcast_shape(fn, (name, "input"), extra, input) != input.shape:
             raise _checks.LossValueError(
                 f"{fn}(): '{name}' {_checks.shape(extra)} must broadcast to the input's shape {_checks.shape(input)}"
             )
+    if _elementwise.fast_path_ok(input, target, weight, pos_weight) and _elementwise.is_row_vector(pos_weight, input):
+        row_pos_weight = None if pos_weight is None else pos_weight.reshape(-1)
+        return _elementwise.pointwise(_binary.BCE_WITH_LOGITS, input, target, weight, row_pos_weight, reduction)
     loss = _binary.binary_cross_entropy_with_logits(input, target, weight, pos_weight)
     return _reduction.reduce_loss(loss, reduction)
 
@@ -591,7 +633,10 @@ def soft_margin_loss(
     fn = "soft_margin_loss"
     input, target = _pointwise_pair(fn, input, target, warn_broadcast=False)
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    return _reduction.reduce_loss(_binary.soft_margin(input, target.to(input.dtype)), reduction)
+    target = target.to(input.dtype)
+    return _elementwise_loss(
+        _binary.SOFT_MARGIN, lambda: _binary.soft_margin(input, target), input, target, None, reduction
+    )
 
 
 # --------------------------------------------------------------------------------------- divergence
@@ -622,7 +667,10 @@ def kl_div(
     """
     fn = "kl_div"
     legacy = size_average is not None or reduce is not None
+    batchmean = reduction == "batchmean"  # torch divides by the batch size even when legacy args win
     reduction = _reduction.resolve(reduction, size_average, reduce, allowed=("none", "batchmean", "mean", "sum"))
+    _checks.tensor(fn, "input", input)
+    batch = input.shape[0] if input.dim() else None
     input, target = _pointwise_pair(fn, input, target, warn_broadcast=False)
     if not legacy and reduction == "mean":
         warnings.warn(
@@ -632,11 +680,20 @@ def kl_div(
             UserWarning,
             stacklevel=2,
         )
-    loss = _divergence.kl_div(input, target, bool(log_target))
-    if reduction == "batchmean":
-        total = loss.sum()
-        return total / input.shape[0] if input.dim() else total
-    return _reduction.reduce_loss(loss, reduction)
+    log_target = bool(log_target)
+    inner = "sum" if reduction == "batchmean" else reduction
+    loss = _elementwise_loss(
+        _divergence.KL_DIV,
+        lambda: _divergence.kl_div(input, target, log_target),
+        input,
+        target,
+        None,
+        inner,
+        log_target,
+    )
+    if batchmean and batch is not None:
+        return loss / batch
+    return loss
 
 
 # ------------------------------------------------------------------------------------------ ranking

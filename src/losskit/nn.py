@@ -424,7 +424,7 @@ class LinearCrossEntropyLoss(_WeightedLoss):
         tensor(1.0094, grad_fn=<_LinearCrossEntropyBackward>)
     """
 
-    __constants__ = ["ignore_index", "reduction", "label_smoothing"]
+    __constants__ = ["num_classes", "out_features", "reduction", "ignore_index", "label_smoothing"]
 
     def __init__(
         self,

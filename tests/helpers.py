@@ -1,0 +1,196 @@
+"""Shared oracle helpers: run a losskit function and its torch counterpart on the same inputs and compare.
+
+The one entry point is :func:`assert_matches_torch`. It works for any loss function with any number of
+tensor arguments (passed by keyword, so the names must be the parameter names of both functions):
+
+    assert_matches_torch(losskit.functional.mse_loss, torch.nn.functional.mse_loss,
+                         {"input": x, "target": y}, {"reduction": "sum"}, grad_wrt=("input", "target"))
+
+What it checks (see :data:`TOLERANCES`):
+
+* both are called on fresh leaf clones of the inputs (float inputs named in ``grad_wrt`` require grad);
+* outputs have the same shape and dtype, and the same NaN / ±inf positions;
+* float64 / float32: values agree within the dtype's ``rtol``/``atol``;
+* float16 / bfloat16: the error of ours against the truth (torch's own function run in float64 on the
+  same, already rounded, inputs) is at most torch's error plus ``atol + rtol·|truth|``;
+* gradients w.r.t. each input in ``grad_wrt``, by the same rules, with a cotangent that is not 1: a fixed
+  scalar for scalar outputs, a fixed-seed random tensor otherwise (so per-element scaling is tested).
+  Each gradient must have the input's dtype and shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+
+# rtol/atol per dtype. float64/float32: direct comparison with torch. float16/bfloat16: the slack allowed
+# on top of torch's own error against the float64 truth (about one unit in the last place).
+TOLERANCES: dict[torch.dtype, dict[str, float]] = {
+    torch.float64: {"rtol": 1e-9, "atol": 1e-9},
+    torch.float32: {"rtol": 1e-5, "atol": 1e-6},
+    torch.float16: {"rtol": 1e-3, "atol": 1e-3},
+    torch.bfloat16: {"rtol": 8e-3, "atol": 8e-3},
+}
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+# the cotangent used for scalar outputs (anything but 1, so a missing grad_output factor shows)
+SCALAR_GRAD_OUTPUT = 1.75
+
+
+def tolerance(dtype: torch.dtype) -> dict[str, float]:
+    """``{"rtol": ..., "atol": ...}`` for ``dtype`` (KeyError for dtypes without an entry)."""
+    return TOLERANCES[dtype]
+
+
+def _float_dtype(inputs: Mapping[str, Any], grad_wrt: Iterable[str]) -> torch.dtype:
+    for name in grad_wrt:
+        value = inputs.get(name)
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.dtype
+    for value in inputs.values():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.dtype
+    raise AssertionError("assert_matches_torch: no floating point tensor among the inputs")
+
+
+def _leaves(inputs: Mapping[str, Any], grad_wrt: Iterable[str], cast: torch.dtype | None) -> dict[str, Any]:
+    """Fresh leaf copies of the inputs: float tensors cast to ``cast`` (when given), grad where asked."""
+    grad_wrt = set(grad_wrt)
+    out: dict[str, Any] = {}
+    for name, value in inputs.items():
+        if isinstance(value, torch.Tensor):
+            t = value.detach()
+            if cast is not None and t.is_floating_point():
+                t = t.to(cast)
+            t = t.clone()
+            if name in grad_wrt and t.is_floating_point():
+                t.requires_grad_(True)
+            out[name] = t
+        else:
+            out[name] = value
+    return out
+
+
+def _assert_same_nonfinite(ours: torch.Tensor, ref: torch.Tensor, what: str) -> None:
+    o, r = ours.detach(), ref.detach()
+    assert torch.equal(torch.isnan(o), torch.isnan(r)), f"{what}: NaN positions differ\nours={o}\ntorch={r}"
+    assert torch.equal(torch.isposinf(o), torch.isposinf(r)), f"{what}: +inf positions differ\nours={o}\ntorch={r}"
+    assert torch.equal(torch.isneginf(o), torch.isneginf(r)), f"{what}: -inf positions differ\nours={o}\ntorch={r}"
+
+
+def assert_close_to(ours: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what: str = "value") -> None:
+    """Same shape, same dtype, same non-finite positions, values within :data:`TOLERANCES` [dtype]."""
+    assert isinstance(ours, torch.Tensor), f"{what}: ours is {type(ours).__name__}, not a Tensor"
+    assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} != torch's {tuple(ref.shape)}"
+    assert ours.dtype == ref.dtype, f"{what}: dtype {ours.dtype} != torch's {ref.dtype}"
+    _assert_same_nonfinite(ours, ref, what)
+    tol = tolerance(dtype)
+    torch.testing.assert_close(
+        ours.detach(), ref.detach(), rtol=tol["rtol"], atol=tol["atol"], equal_nan=True, msg=lambda m: f"{what}: {m}"
+    )
+
+
+def assert_error_no_worse(
+    ours: torch.Tensor, ref: torch.Tensor, truth: torch.Tensor, dtype: torch.dtype, what: str = "value"
+) -> None:
+    """Low precision: ``|ours - truth| <= |ref - truth| + atol + rtol·|truth|`` element-wise.
+
+    ``ours`` and ``ref`` must have the same shape, dtype and non-finite positions; elements where the truth
+    is not finite are only compared through those positions.
+    """
+    assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} != torch's {tuple(ref.shape)}"
+    assert ours.dtype == ref.dtype, f"{what}: dtype {ours.dtype} != torch's {ref.dtype}"
+    _assert_same_nonfinite(ours, ref, what)
+    tol = tolerance(dtype)
+    o, r, t = (v.detach().to(torch.float64) for v in (ours, ref, truth))
+    finite = torch.isfinite(t) & torch.isfinite(o) & torch.isfinite(r)
+    err_ours = (o - t).abs()[finite]
+    err_ref = (r - t).abs()[finite]
+    bound = err_ref + tol["atol"] + tol["rtol"] * t.abs()[finite]
+    bad = err_ours > bound
+    assert not bool(bad.any()), (
+        f"{what}: {int(bad.sum())} element(s) further from the float64 truth than torch's {dtype} result; "
+        f"worst excess {float((err_ours - bound).max()):.3g}\nours={ours}\ntorch={ref}\ntruth={truth}"
+    )
+
+
+def cotangent(out: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The grad_output used for ``out``: :data:`SCALAR_GRAD_OUTPUT` for a scalar, else fixed-seed randn."""
+    if out.dim() == 0:
+        return torch.full((), SCALAR_GRAD_OUTPUT, dtype=out.dtype, device=out.device)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(out.shape, generator=g, dtype=torch.float64).to(dtype=out.dtype, device=out.device)
+
+
+def _grads(out: torch.Tensor, leaves: Mapping[str, Any], names: list[str], g: torch.Tensor):
+    tensors = [leaves[n] for n in names]
+    return torch.autograd.grad(out, tensors, grad_outputs=g, allow_unused=True)
+
+
+def assert_matches_torch(
+    ours_fn: Callable[..., torch.Tensor],
+    torch_fn: Callable[..., torch.Tensor],
+    inputs: Mapping[str, Any],
+    kwargs: Mapping[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+    grad_wrt: Iterable[str] = ("input",),
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Call ``ours_fn(**inputs, **kwargs)`` and ``torch_fn(**inputs, **kwargs)`` and compare value and grads.
+
+    Args:
+        ours_fn, torch_fn: the functions (or modules) under test and the oracle; called with keywords.
+        inputs: the tensor (and any other) arguments by name; each call gets fresh leaf clones.
+        kwargs: further keyword arguments passed unchanged to both (``reduction=...``, ...).
+        dtype: when given, every floating point tensor in ``inputs`` is cast to it first (so one float64
+            input set serves every dtype); otherwise the dtype of the first ``grad_wrt`` input. It picks
+            the tolerance, and for float16/bfloat16 the truth is ``torch_fn`` on the inputs upcast to float64.
+        grad_wrt: names of the float inputs whose gradients are compared (empty: values only).
+        seed: seed of the random cotangent used for non-scalar outputs.
+
+    Returns:
+        ``(ours, torch's)`` outputs, detached, for further checks by the caller.
+    """
+    kwargs = dict(kwargs or {})
+    grad_wrt = [n for n in grad_wrt if isinstance(inputs.get(n), torch.Tensor) and inputs[n].is_floating_point()]
+    dtype = dtype if dtype is not None else _float_dtype(inputs, grad_wrt)
+    ours_in = _leaves(inputs, grad_wrt, dtype)
+    ref_in = _leaves(inputs, grad_wrt, dtype)
+
+    ours = ours_fn(**ours_in, **kwargs)
+    ref = torch_fn(**ref_in, **kwargs)
+    assert isinstance(ours, torch.Tensor), f"ours returned {type(ours).__name__}, not a Tensor"
+
+    low = dtype in LOW_PRECISION
+    truth_in = truth = None
+    if low:
+        truth_in = _leaves(ref_in, grad_wrt, torch.float64)
+        truth = torch_fn(**truth_in, **kwargs)
+        assert_error_no_worse(ours, ref, truth, dtype, "value")
+    else:
+        assert_close_to(ours, ref, dtype, "value")
+
+    if grad_wrt:
+        assert ours.requires_grad == ref.requires_grad, (
+            f"output requires_grad: ours {ours.requires_grad}, torch {ref.requires_grad}"
+        )
+    if grad_wrt and ref.requires_grad:
+        g = cotangent(ref, seed)
+        ours_g = _grads(ours, ours_in, grad_wrt, g)
+        ref_g = _grads(ref, ref_in, grad_wrt, g)
+        truth_g = _grads(truth, truth_in, grad_wrt, g.to(torch.float64)) if low else None
+        for i, name in enumerate(grad_wrt):
+            what = f"grad wrt '{name}'"
+            og, rg = ours_g[i], ref_g[i]
+            if rg is None:
+                assert og is None or not bool(og.any()), f"{what}: torch has none, ours is {og}"
+                continue
+            assert og is not None, f"{what}: ours has no gradient, torch's is {rg}"
+            assert og.dtype == ours_in[name].dtype, f"{what}: dtype {og.dtype} != input's {ours_in[name].dtype}"
+            if low:
+                assert_error_no_worse(og, rg, truth_g[i], dtype, what)
+            else:
+                assert_close_to(og, rg, dtype, what)
+    return ours.detach(), ref.detach()
