@@ -25,5 +25,10 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/losskit demo
 
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_cross_entropy.py --out docs
+	$(BIN)/python benchmarks/bench_linear_cross_entropy.py --out docs
+	$(BIN)/python benchmarks/bench_elementwise.py --out docs
+
 clean:
 	rm -rf $(VENV) build dist

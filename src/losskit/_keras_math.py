@@ -48,9 +48,7 @@ _DTYPES = {
 def reduction(fn: str, value: object) -> str | None:
     if not (value is None or isinstance(value, str)) or value not in REDUCTIONS:
         allowed = ", ".join(repr(r) for r in REDUCTIONS)
-        raise LossValueError(
-            f"{fn}(): invalid value for argument 'reduction': {value!r} (expected one of {allowed})"
-        )
+        raise LossValueError(f"{fn}(): invalid value for argument 'reduction': {value!r} (expected one of {allowed})")
     return value
 
 
@@ -154,9 +152,7 @@ def as_labels(fn: str, value: object, device=None) -> torch.Tensor:
         whole = torch.isfinite(t) & (t == t.trunc())
         if not bool(whole.all()):
             bad = t[~whole].flatten()[0].item()
-            raise LossValueError(
-                f"{fn}(): 'y_true' holds class labels, which must be whole numbers; found {bad}"
-            )
+            raise LossValueError(f"{fn}(): 'y_true' holds class labels, which must be whole numbers; found {bad}")
     return t.long()
 
 
@@ -305,7 +301,10 @@ def regression(fn, kind: str, y_true, y_pred, delta: float = 1.0):
 
 
 def divide_no_nan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a / b``, and 0 where ``b == 0``."""
+    """``a / b``, and 0 where ``b == 0``, in Keras' result dtype: Keras 3 promotes (float64, Python float)
+    to float32, so a float64 division is done, and returned, in float32."""
+    dt = torch.float32 if a.dtype == torch.float64 else a.dtype
+    a, b = a.to(dt), b.to(dt)
     zero = b == 0
     return torch.where(zero, torch.zeros_like(a), a / torch.where(zero, torch.ones_like(b), b))
 
@@ -320,7 +319,7 @@ def _reduce(values: torch.Tensor, sample_weight: torch.Tensor | None, reduction:
         divisor = sample_weight.sum().to(total.dtype)
     else:
         divisor = torch.tensor(values.numel(), dtype=total.dtype, device=total.device)
-    return divide_no_nan(total, divisor)
+    return divide_no_nan(total, divisor)  # float32 for float64 values, as in Keras
 
 
 def reduce_weighted(fn, values, sample_weight, mask, reduction):
@@ -333,7 +332,7 @@ def reduce_weighted(fn, values, sample_weight, mask, reduction):
         if reduction in ("mean", "sum_over_batch_size"):
             # kept entries weigh total/kept, so the mean over all entries is the mean over the kept ones
             kept = mask.sum().to(dt)
-            weight = divide_no_nan(torch.tensor(mask.numel(), dtype=dt, device=mask.device), kept)
+            weight = divide_no_nan(torch.tensor(mask.numel(), dtype=dt, device=mask.device), kept).to(dt)
             float_mask = torch.where(mask, weight, torch.zeros((), dtype=dt, device=mask.device))
         else:
             float_mask = mask.to(dt)

@@ -16,19 +16,21 @@ from torch.autograd.function import once_differentiable
 
 from ._cross_entropy import CrossEntropyOptions, RowPlan, _acc_dtype
 
-# Default size of one chunk of logits, in elements of the accumulation dtype (64 MiB of fp32). Large
-# enough that the weight-gradient matmul (K = rows per chunk) runs near peak, small enough that the
-# chunk is a fraction of the weight gradient it accumulates into.
-CHUNK_ELEMENTS = 1 << 24
+# Default size of one chunk of logits: an eighth of the weight gradient it accumulates into, kept within
+# [8, 64] MiB. The weight gradient (V, H) must exist anyway, so the chunk adds little to the peak, while
+# the weight-gradient matmul (K = rows per chunk) stays efficient.
+MIN_CHUNK_BYTES = 8 << 20
+MAX_CHUNK_BYTES = 64 << 20
 
 
-def rows_per_chunk(n: int, v: int, chunk_size: int | None, memory_budget: int | None, acc) -> int:
+def rows_per_chunk(n: int, v: int, h: int, chunk_size: int | None, memory_budget: int | None, acc) -> int:
     if chunk_size is not None:
         return max(1, min(n, chunk_size))
-    elements = CHUNK_ELEMENTS
-    if memory_budget is not None:
-        elements = max(1, memory_budget // (torch.finfo(acc).bits // 8))
-    return max(1, min(n, elements // max(v, 1)))
+    item = torch.finfo(acc).bits // 8
+    budget = memory_budget
+    if budget is None:
+        budget = min(MAX_CHUNK_BYTES, max(MIN_CHUNK_BYTES, v * h * item // 8))
+    return max(1, min(n, budget // (item * max(v, 1))))
 
 
 def _pass(h, w, b, target, weight, opts, needs, step, row_scale=None):

@@ -233,7 +233,8 @@ def linear_cross_entropy(
         linear_bias: ``(V,)``. weight: ``(V,)`` class weights. reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
         options: torch's ``LinearCrossEntropyOptions``; only its ``batch_chunk_size`` is used (as ``chunk_size``).
         z_loss, softcap: keyword-only extras, as in :func:`cross_entropy`.
-        chunk_size: rows per chunk; memory_budget: bytes for one chunk of logits (default 64 MiB of fp32).
+        chunk_size: rows per chunk; memory_budget: bytes for one chunk of logits (default: an eighth of
+            the weight gradient, within 8–64 MiB).
 
     Returns:
         ``'none'``: the target's shape (``(*)``); otherwise a scalar. Same dtype as ``input``.
@@ -332,7 +333,7 @@ def linear_cross_entropy(
         _checks.positive(fn, "memory_budget", memory_budget)
     opts = _cross_entropy.CrossEntropyOptions(reduction, ignore_index, eps, z_loss, softcap)
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
-    step = _linear_cross_entropy.rows_per_chunk(h.shape[0], v, chunk_size, memory_budget, acc)
+    step = _linear_cross_entropy.rows_per_chunk(h.shape[0], v, h_features, chunk_size, memory_budget, acc)
     loss = _linear_cross_entropy.linear_cross_entropy(h, linear_weight, linear_bias, rows_t, weight, opts, step)
     return loss.reshape(lead) if reduction == "none" else loss
 

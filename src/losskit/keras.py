@@ -8,9 +8,11 @@ take Keras 3's parameters (names, order and defaults) and give Keras 3's values 
 module never imports keras.
 
 * Inputs: torch tensors, numpy arrays, nested lists or numbers; outputs are torch tensors,
-  differentiable with respect to ``y_pred``. A loss object casts ``y_true`` and ``y_pred`` to its
+  differentiable with respect to ``y_pred`` (the from-logits categorical losses, which run on losskit's
+  fused cross entropy, give no gradient to ``y_true``). A loss object casts ``y_true`` and ``y_pred`` to its
   ``dtype`` (float32 by default); the functions keep a floating ``y_pred``'s dtype (array-likes of Python
-  numbers, integers and booleans become float32) and cast ``y_true`` to it.
+  numbers, integers and booleans become float32) and cast ``y_true`` to it. As in Keras 3, the dividing
+  reductions of a float64 loss object return float32 (Keras' divide-no-nan computes in float32 there).
 * Functions return the per-sample loss (the input's shape without the class axis, or without the last
   axis for the binary and regression losses). Calling an object, ``loss(y_true, y_pred,
   sample_weight=None)``, weights the per-sample loss and reduces it with ``reduction``:
@@ -22,7 +24,10 @@ module never imports keras.
   Divisions give 0 where the divisor is 0 (Keras' divide-no-nan). A per-sample loss that is a scalar or
   of shape ``(0,)`` is never reduced (as in Keras). ``sample_weight`` broadcasts against the per-sample
   loss after Keras' fix-up of ranks that differ by one (a trailing size-1 axis is squeezed, or a rank-1
-  weight is expanded); a weight that does not broadcast raises.
+  weight is expanded); a weight that does not broadcast raises. ``sample_weight`` is never modified
+  (Keras' ``Loss`` multiplies a float32 weight tensor by the ``ignore_class`` mask in place, and raises
+  when the weight is smaller than the mask, e.g. ``(N, 1)`` against ``(N, T)``; losskit gives the value
+  Keras gives for the weight broadcast to the mask's shape).
 * Masks: ``ignore_class`` (sparse) and a ``_keras_mask`` attribute on ``y_pred`` (set by Keras masking
   layers) drop entries; for ``'sum_over_batch_size'``/``'mean'`` the divisor becomes the number of entries
   kept (0 kept gives 0).
@@ -96,9 +101,7 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     return km.categorical_crossentropy(fn, y_true, y_pred, bool(from_logits), eps, axis)
 
 
-def sparse_categorical_crossentropy(
-    y_true, y_pred, from_logits=False, ignore_class=None, axis=-1
-) -> torch.Tensor:
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1) -> torch.Tensor:
     r"""Sparse categorical cross entropy per sample: ``l = -log q_{y}`` for the class label ``y``.
 
     ``q`` as in :func:`categorical_crossentropy` (softmax of logits, or clipped renormalised
@@ -129,9 +132,7 @@ def sparse_categorical_crossentropy(
     ignore_class = km.ignore_class_arg(fn, ignore_class)
     y_pred = km.as_float(fn, "y_pred", y_pred, None)
     labels = km.as_labels(fn, y_true, y_pred.device)
-    loss, valid = km.sparse_categorical_crossentropy(
-        fn, labels, y_pred, bool(from_logits), ignore_class, axis
-    )
+    loss, valid = km.sparse_categorical_crossentropy(fn, labels, y_pred, bool(from_logits), ignore_class, axis)
     if valid is not None:
         loss._keras_mask = valid
     return loss
@@ -329,9 +330,7 @@ class CategoricalCrossentropy(_Loss):
         self.axis = km.axis_arg(fn, axis)
 
     def _losses(self, fn, y_true, y_pred):
-        return km.categorical_crossentropy(
-            fn, y_true, y_pred, self.from_logits, self.label_smoothing, self.axis
-        ), None
+        return km.categorical_crossentropy(fn, y_true, y_pred, self.from_logits, self.label_smoothing, self.axis), None
 
     def get_config(self) -> dict:
         return {
@@ -388,9 +387,7 @@ class SparseCategoricalCrossentropy(_Loss):
         return km.as_labels(fn, y_true, y_pred.device)
 
     def _losses(self, fn, y_true, y_pred):
-        return km.sparse_categorical_crossentropy(
-            fn, y_true, y_pred, self.from_logits, self.ignore_class, self.axis
-        )
+        return km.sparse_categorical_crossentropy(fn, y_true, y_pred, self.from_logits, self.ignore_class, self.axis)
 
     def get_config(self) -> dict:
         return {
@@ -444,9 +441,7 @@ class BinaryCrossentropy(_Loss):
         self.axis = km.axis_arg(fn, axis)
 
     def _losses(self, fn, y_true, y_pred):
-        return km.binary_crossentropy(
-            fn, y_true, y_pred, self.from_logits, self.label_smoothing, self.axis
-        ), None
+        return km.binary_crossentropy(fn, y_true, y_pred, self.from_logits, self.label_smoothing, self.axis), None
 
     def get_config(self) -> dict:
         return {

@@ -78,8 +78,33 @@ def setup_elementwise(params: dict, impl: str):
     return make, (lambda x: fn(x, b, **kwargs)), True
 
 
+def setup_linear_cross_entropy(params: dict, impl: str):
+    import torch
+    import torch.nn.functional as TF
+
+    import losskit.functional as LF
+
+    n, h, v, dtype = params["N"], params["H"], params["V"], _dtype(params["dtype"])
+    gen = torch.Generator().manual_seed(0)
+    h0 = (torch.randn(n, h, generator=gen) / h**0.5).to(dtype)
+    w0 = torch.randn(v, h, generator=gen).to(dtype)
+    y = torch.randint(0, v, (n,), generator=gen)
+    y[torch.rand(n, generator=gen) < params.get("ignored", 0.0)] = -100
+
+    def make():
+        return h0.clone().requires_grad_(), w0.clone().requires_grad_()
+
+    if impl == "torch":
+        return make, (lambda x, w: TF.cross_entropy(TF.linear(x, w), y)), True
+    if impl == "torch_chunked":
+        options = torch.nn.LinearCrossEntropyOptions()
+        return make, (lambda x, w: TF.linear_cross_entropy(x, w, y, options=options)), True
+    return make, (lambda x, w: LF.linear_cross_entropy(x, w, y)), True
+
+
 SUITES: dict[str, Callable] = {
     "cross_entropy": setup_cross_entropy,
+    "linear_cross_entropy": setup_linear_cross_entropy,
     "elementwise": setup_elementwise,
 }
 
@@ -126,4 +151,24 @@ def elementwise_cases(quick: bool = False) -> list[Case]:
             ("torch", "losskit"),
         )
         for name in names
+    ]
+
+
+def linear_cross_entropy_cases(quick: bool = False) -> list[Case]:
+    impls = ("torch", "torch_chunked", "losskit")
+    if quick:
+        grid = [(1024, 512, 32000, impls)]
+    else:
+        grid = [(4096, 1024, 32000, impls)] + [(2048, 512, v, impls) for v in (32000, 128000, 256000)]
+        # logits alone 8 GiB: torch's unfused path does not fit, so only the chunked ones run
+        grid.append((16384, 512, 128256, ("torch_chunked", "losskit")))
+    return [
+        Case(
+            "linear_cross_entropy",
+            f"N={n} H={h} V={v} float32",
+            {"N": n, "H": h, "V": v, "dtype": "float32", "ignored": 0.1},
+            impls,
+            repeat=2 if n * v >= 2**30 else 3,
+        )
+        for n, h, v, impls in grid
     ]

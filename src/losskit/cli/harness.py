@@ -237,5 +237,47 @@ def ratio_table(rows: list[dict], baseline: str = "torch") -> list[dict]:
     return table
 
 
+def format_table(table: list[dict]) -> str:
+    """A plain-text (Markdown) table of :func:`ratio_table` rows."""
+    lines = [
+        "| suite | case | impl | fwd+bwd ms | peak extra MiB | time / torch | memory / torch |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in table:
+        ms = "—" if r["ms"] is None else f"{r['ms']:.1f}"
+        mib = "—" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
+        tr = f"{r['time_ratio']:.2f}×" if "time_ratio" in r else ""
+        mr = f"{r['mem_ratio']:.2f}×" if "mem_ratio" in r else ""
+        lines.append(f"| {r['suite']} | {r['case']} | {r['impl']} | {ms} | {mib} | {tr} | {mr} |")
+    return "\n".join(lines)
+
+
+def script_main(suite: str, argv: list[str] | None = None) -> int:
+    """Entry point of ``benchmarks/bench_<suite>.py``: run the suite, append CSV, draw PNG, print ratios."""
+    import argparse
+
+    from . import bench_cases, bench_plot
+
+    parser = argparse.ArgumentParser(description=f"benchmark the {suite} suite against torch")
+    parser.add_argument("--quick", action="store_true", help="a small grid (about a minute)")
+    parser.add_argument("--out", default="docs", help="folder for bench_<suite>.csv and .png")
+    args = parser.parse_args(argv)
+    cases = getattr(bench_cases, f"{suite}_cases")(quick=args.quick)
+    csv_path = os.path.join(args.out, f"bench_{suite}.csv")
+
+    def progress(case, impl, metrics):
+        shown = {k: round(v, 1) for k, v in metrics.items() if isinstance(v, float)}
+        print(f"{case.name:40s} {impl:14s} {shown or metrics}", flush=True)
+
+    rows = run_suite(cases, csv_path, progress)
+    baselines = ("torch", "torch_chunked") if suite == "linear_cross_entropy" else ("torch",)
+    for baseline in baselines:
+        print(f"ratios against {baseline}:")
+        print(format_table(ratio_table(rows, baseline)))
+    png = bench_plot.plot(bench_plot.load(csv_path), os.path.join(args.out, f"bench_{suite}.png"))
+    print(f"wrote {csv_path} and {png}")
+    return 0
+
+
 if __name__ == "__main__":
     print(json.dumps(_child(json.loads(sys.argv[1]))))
