@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from ._elementwise import Pointwise
 
@@ -31,8 +30,7 @@ class _BinaryCrossEntropy(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, g):  # type: ignore[override]
+    def backward(ctx, g):  # out-of-place formulas: differentiable again under create_graph=True  # type: ignore[override]
         p, t, w, log_p, log_q = ctx.saved_tensors
         if w is not None:
             g = g * w
@@ -75,6 +73,9 @@ def _bce_grad(p, t, _, out):
 
 def _bce_logits_grad(x, t, pos_weight, out):
     """``∂/∂x = (1-t) - (1 + (pw-1)·t)·(1 - σ(x))``, i.e. ``σ(x) - t`` without ``pos_weight``."""
+    if out is None:  # out of place, differentiable again (create_graph=True)
+        sig = torch.sigmoid(x)
+        return sig - t if pos_weight is None else (sig - 1) * (1 + (pos_weight - 1) * t) + (1 - t)
     sig = torch.sigmoid(x, out=out)
     if pos_weight is None:
         return sig.sub_(t)
@@ -83,6 +84,8 @@ def _bce_logits_grad(x, t, pos_weight, out):
 
 def _soft_margin_grad(x, y, _, out):
     """``∂/∂x log(1 + exp(-y·x)) = -y·σ(-y·x)``"""
+    if out is None:  # out of place, differentiable again (create_graph=True)
+        return -y * torch.sigmoid(-y * x)
     return torch.mul(y, x, out=out).neg_().sigmoid_().mul_(y).neg_()
 
 

@@ -20,10 +20,11 @@ smoothing ``ε`` over ``C`` classes, ``p = softmax(x)``:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
-from torch.autograd.function import once_differentiable
+from torch._C import _functions as _autograd_functions
 
 # Rows per chunk are chosen so that one chunk of fp32 logits is about this many elements (1 MiB):
 # half of it per core fits the L2 cache, and the per-chunk Python overhead stays small.
@@ -38,6 +39,32 @@ class CrossEntropyOptions:
     z_loss: float = 0.0
     softcap: float | None = None
     inplace: bool = False
+
+
+def first_order_only(backward):
+    """Decorate an autograd ``backward`` whose gradient is precomputed: it runs without building a graph, and
+    under ``create_graph=True`` its outputs carry a node that raises a clear error if differentiated again
+    (torch's ``once_differentiable`` stays silent when ``grad_output`` does not require grad)."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grad_outputs):
+        with torch.no_grad():
+            grads = backward(ctx, *grad_outputs)
+        if not torch.is_grad_enabled():
+            return grads
+        message = (
+            f"losskit: {type(ctx).__name__.removesuffix('Backward').lstrip('_')} computes its gradient in the "
+            "forward pass and does not support higher-order gradients (create_graph=True); "
+            "use the torch reference for double backward"
+        ).encode()
+        live = [g.detach().requires_grad_() for g in grads if g is not None]
+        # the inputs that require grad join the error node, so that the engine meets it on the way back to them
+        anchors = [t for t in ctx.saved_tensors if t is not None and t.requires_grad]
+        wrapped = _autograd_functions.DelayedError(message, len(live) + len(anchors))(*live, *anchors)
+        wrapped = iter(wrapped if isinstance(wrapped, tuple) else (wrapped,))
+        return tuple(next(wrapped) if g is not None else None for g in grads)
+
+    return wrapper
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -70,39 +97,54 @@ class _CrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, target, weight, opts: CrossEntropyOptions):  # type: ignore[override]
         want_grad = ctx.needs_input_grad[0]
+        want_target_grad = ctx.needs_input_grad[1] and target.is_floating_point()
         inplace = opts.inplace and want_grad
-        loss, grad = _fused_pass(x, target, weight, opts, want_grad, out=x if inplace else None)
+        loss, grad, ctx.target_grad = _fused_pass(
+            x, target, weight, opts, want_grad, out=x if inplace else None, want_target_grad=want_target_grad
+        )
         ctx.opts = opts
         ctx.grad = grad
         ctx.set_materialize_grads(False)
         if inplace:
             ctx.mark_dirty(x)
             return loss, x
-        if want_grad:
+        if want_grad or want_target_grad:
             ctx.save_for_backward(x, target, weight)
         return loss, None
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx, grad_output, grad_logits=None):  # type: ignore[override]
         grad, ctx.grad = ctx.grad, None
-        if grad is None:  # a second backward through this graph: recompute
+        target_grad, ctx.target_grad = ctx.target_grad, None
+        if (ctx.needs_input_grad[0] and grad is None) or (ctx.needs_input_grad[1] and target_grad is None):
+            # a second backward through this graph: recompute
             if ctx.opts.inplace:
                 raise RuntimeError(
                     "cross_entropy(inplace=True): the gradient was written over the logits and has been "
                     "consumed by the first backward; a second backward (retain_graph=True) needs inplace=False"
                 )
             x, target, weight = ctx.saved_tensors
-            _, grad = _fused_pass(x, target, weight, ctx.opts, True)
-        if grad_output is None:
-            grad.zero_()
-        elif ctx.opts.reduction == "none":
-            grad.mul_(grad_output.reshape(-1, 1).to(grad.dtype))
-        elif grad_output.device.type != "cpu" or float(grad_output) != 1.0:
-            grad.mul_(grad_output.to(grad.dtype))
-        if grad_logits is not None:
+            _, grad, target_grad = _fused_pass(
+                x,
+                target,
+                weight,
+                ctx.opts,
+                ctx.needs_input_grad[0],
+                want_target_grad=ctx.needs_input_grad[1] and target.is_floating_point(),
+            )
+        for g in (grad, target_grad):
+            if g is None:
+                continue
+            if grad_output is None:
+                g.zero_()
+            elif ctx.opts.reduction == "none":
+                g.mul_(grad_output.reshape(-1, 1).to(g.dtype))
+            elif grad_output.device.type != "cpu" or float(grad_output) != 1.0:
+                g.mul_(grad_output.to(g.dtype))
+        if grad_logits is not None and grad is not None:
             grad.add_(grad_logits)
-        return grad, None, None, None
+        return grad, target_grad, None, None
 
 
 class RowPlan:
@@ -137,6 +179,7 @@ class RowPlan:
         if self.scale is not None and self.smooth_vec is not None:
             self.smooth_vec = self.smooth_vec * self.scale
         self.rows = torch.empty(n, dtype=acc, device=device)
+        self.target_grad = None  # set to a (rows, C) buffer to get ∂loss/∂target for probability targets
 
     def chunk(self, xc, s: int, e: int, want_grad: bool, out=None, row_scale=None):
         """Row losses of logits ``xc`` (rows s..e) into ``self.rows``; returns their gradient (in the
@@ -155,6 +198,10 @@ class RowPlan:
             t = t * (1 - eps) + eps / c if eps > 0 else t
             wt = t if self.w is None else t * self.w
             row = -(wt * lp).sum(1)
+            if self.target_grad is not None:  # ∂l/∂t_c = -(1-ε)·w_c·lp_c, before lp turns into softmax
+                factor = -(1 - eps) if self.scale is None else -(1 - eps) * self.scale
+                gt = lp * factor if self.w is None else lp * (self.w * factor)
+                self.target_grad[s:e].copy_(gt if row_scale is None else gt * row_scale.unsqueeze(1))
             if z > 0:
                 row = row + z * lse * lse
             self.rows[s:e] = row
@@ -212,10 +259,12 @@ class RowPlan:
             loss = self.rows.sum()
         else:
             loss = self.rows.sum() / self.denom
+            if not self.probabilities:  # kept rows of total weight 0: torch's NLL part is 0/0 = nan
+                loss = torch.where(self.denom == 0, torch.full_like(loss, float("nan")), loss)
         return loss.to(dtype)
 
 
-def _fused_pass(x, target, weight, opts: CrossEntropyOptions, want_grad: bool, out=None):
+def _fused_pass(x, target, weight, opts: CrossEntropyOptions, want_grad: bool, out=None, want_target_grad=False):
     """Reduced loss and, if ``want_grad``, the gradient of the reduced loss w.r.t. ``x`` (rows, C).
 
     The only (rows, C) buffer is the gradient (``out`` when given, e.g. the logits themselves);
@@ -224,6 +273,8 @@ def _fused_pass(x, target, weight, opts: CrossEntropyOptions, want_grad: bool, o
     n, c = x.shape
     acc = _acc_dtype(x.dtype)
     plan = RowPlan(target, weight, opts, n, c, acc, x.device, want_grad)
+    if want_target_grad:
+        plan.target_grad = torch.empty(target.shape, dtype=target.dtype, device=target.device)
     grad = None
     if want_grad:
         grad = out if out is not None else torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -234,7 +285,7 @@ def _fused_pass(x, target, weight, opts: CrossEntropyOptions, want_grad: bool, o
         p = plan.chunk(x[s:e], s, e, want_grad, out=grad[s:e] if direct else None)
         if want_grad and not direct:
             grad[s:e].copy_(p)
-    return plan.reduced(x.dtype), grad
+    return plan.reduced(x.dtype), grad, plan.target_grad
 
 
 def cross_entropy(

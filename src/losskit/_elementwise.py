@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.autograd.function import once_differentiable
 
 CHUNK_ELEMENTS = 1 << 17
 
@@ -84,10 +83,18 @@ class _PointwiseFn(torch.autograd.Function):
         return result
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):  # type: ignore[override]
         x, t, w = ctx.saved_tensors
         spec, params = ctx.spec, ctx.params
+        if torch.is_grad_enabled():
+            # create_graph=True: the same formula, unchunked and out of place, so autograd can differentiate it
+            grad = spec.grad(x, t, params, None)
+            if w is not None:
+                grad = grad * w
+            if ctx.reduction == "mean":
+                denom = w.sum() if (ctx.mean_over_weights and w is not None) else max(x.numel(), 1)
+                grad_output = grad_output / denom
+            return grad * grad_output, None, None, None, None, None, None
         w_op, _ = _row_operand(w, x)
         grad = torch.empty_like(x, memory_format=torch.contiguous_format)
         x2, t2, g2 = _rows(x), _rows(t), _rows(grad)
@@ -120,7 +127,9 @@ def is_row_vector(t: torch.Tensor | None, x: torch.Tensor) -> bool:
 def fast_path_ok(x: torch.Tensor, t: torch.Tensor, *extras: torch.Tensor | None) -> bool:
     """True when the chunked Function computes this call exactly: same shape, dtype, contiguity, and a
     target that needs no gradient; weights equal-shaped or broadcast along the last dim only."""
-    if x.numel() == 0 or t.requires_grad or t.shape != x.shape or t.dtype != x.dtype or not (x.is_contiguous() and t.is_contiguous()):
+    if x.numel() == 0 or t.requires_grad or t.shape != x.shape or t.dtype != x.dtype:
+        return False
+    if not (x.is_contiguous() and t.is_contiguous()):
         return False
     for extra in extras:
         if extra is not None and (extra.requires_grad or extra.dtype != x.dtype or not _row_operand(extra, x)[1]):

@@ -12,9 +12,8 @@ the fact).
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from ._cross_entropy import CrossEntropyOptions, RowPlan, _acc_dtype
+from ._cross_entropy import CrossEntropyOptions, RowPlan, _acc_dtype, first_order_only
 
 # Default size of one chunk of logits: an eighth of the weight gradient it accumulates into, kept within
 # [8, 64] MiB. The weight gradient (V, H) must exist anyway, so the chunk adds little to the peak, while
@@ -80,7 +79,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx, grad_output):  # type: ignore[override]
         h, w, b, target, weight = ctx.saved_tensors
         grads, ctx.grads = ctx.grads, None

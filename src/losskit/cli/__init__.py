@@ -14,6 +14,7 @@ matplotlib, scikit-learn), imported when the command runs. Bad input prints one 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -70,7 +71,5 @@ def _tolerant_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
-            try:
+            with contextlib.suppress(ValueError, OSError):  # a detached or closed stream
                 reconfigure(errors="backslashreplace")
-            except (ValueError, OSError):  # pragma: no cover - a detached or closed stream
-                pass

@@ -141,9 +141,34 @@ def _scale(grad: Tensor, denominator: Tensor) -> Tensor:
     return grad / denominator
 
 
+def _formula(formula: str, *, weighted: bool = False, divided: str | None = None, note: str = "") -> str:
+    """``w · (formula) / D; note``, with parentheses only where they are needed."""
+    compound = _compound(formula)
+    if weighted:
+        formula = f"w · ({formula})" if compound else f"w · {formula}"
+        compound = False
+    if divided:
+        formula = f"({formula}) / {divided}" if compound else f"{formula} / {divided}"
+    return f"{formula}; {note}" if note else formula
+
+
+def _compound(formula: str) -> bool:
+    """Whether ``formula`` has a ``+``, ``-`` or ``,`` outside parentheses (so it needs them to be scaled)."""
+    depth = 0
+    for i, ch in enumerate(formula):
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and formula[i : i + 3] in (" + ", " - ") or (depth == 0 and formula[i : i + 2] == ", "):
+            return True
+    return False
+
+
+def _divisor(reduction: str) -> str | None:
+    return "D" if reduction in ("mean", "batchmean") else None
+
+
 def _gradient(s: Steps, formula: str, grad: Tensor, labels: list[str] | None = None) -> None:
     """Print the gradient in the input's layout: one bracketed row per line."""
-    s.step(f"gradient of the value w.r.t. the input: {formula}")
+    s.step(f"gradient of the value w.r.t. the input: ∂value/∂x = {formula}")
     if grad.dim() <= 1:
         s.line(vec(grad))
         return
@@ -160,10 +185,10 @@ def _table(s: Steps, shape: tuple[int, ...], columns: list[tuple[str, Tensor]]) 
     flat = [(name, t.expand(shape).reshape(-1)) for name, t in columns]
     widths = [max(len(name), 11) for name, _ in flat]
     pad = max(map(len, labels))
-    s.line(" " * pad + "  " + "  ".join(name.rjust(w) for (name, _), w in zip(flat, widths)))
-    rows = torch.stack([t for _, t in flat], 1) if flat[0][1].numel() else torch.zeros(0, len(flat))
-    for label, r in s.rows(labels, rows):
-        s.line(label + "  " + "  ".join(num(v).rjust(w) for v, w in zip(r.tolist(), widths)))
+    s.line(" " * pad + "  " + "  ".join(name.rjust(w) for (name, _), w in zip(flat, widths, strict=True)))
+    cells = [[("yes" if v else "no") if t.dtype == torch.bool else num(v) for v in t.tolist()] for _, t in flat]
+    for label, *row in s.rows(labels, *cells):
+        s.line(label + "  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
 
 
 def _pointwise_pair(p: Problem) -> tuple[Tensor, Tensor, tuple[int, ...]]:
@@ -202,7 +227,9 @@ def _finish_pointwise(
     value, d = _reduce(s, loss, p.reduction, denominator, what or "")
     grad = _scale(grad, d)
     grad = grad.sum_to_size(p.input.shape) if grad.shape != p.input.shape else grad
-    _gradient(s, grad_formula, grad)
+    note = "summed over the broadcast dimensions" if tuple(p.input.shape) != shape else ""
+    formula = _formula(grad_formula, weighted=weight is not None, divided=_divisor(p.reduction), note=note)
+    _gradient(s, formula, grad)
     return value, grad
 
 
@@ -234,8 +261,8 @@ def cross_entropy(p: Problem, s: Steps):
         s.step("class weights: none (every w[c] = 1)")
     else:
         s.step(f"class weights w = {vec(w)}: l = w[y] · (-log p[y])")
-        for label, a, b in s.rows(labels, wy, wy * nll):
-            s.line(f"{label}  w[y] = {num(a)}  l = {num(b)}")
+        for label, ok, a, b in s.rows(labels, valid, wy, wy * nll):
+            s.line(f"{label}  w[y] = {num(a)}  l = {num(b)}" if ok else f"{label}  ignored: w = 0, l = 0")
     loss = wy * nll
     if eps > 0:
         smooth = torch.where(valid, -(logp * w).sum(1), torch.zeros((), dtype=torch.float64))
@@ -253,17 +280,15 @@ def cross_entropy(p: Problem, s: Steps):
     onehot = torch.zeros_like(prob).scatter_(1, safe[:, None], 1.0)
     grad = (1 - eps) * wy[:, None] * (prob - onehot)
     if eps > 0:
-        grad = grad + valid[:, None] * (eps / c) * (w.sum() * prob - w)
+        grad = grad + valid[:, None].to(torch.float64) * (eps / c) * (w.sum() * prob - w)
     grad = _scale(grad, d)
-    formula = "(p - onehot(y))"
+    formula = "p - onehot(y)"
     if p.weight is not None:
         formula = "w[y] · (p - onehot(y))"
     if eps > 0:
-        formula = f"(1 - ε) · {formula} + ε/C · (Σw · p - w)"
-    if p.reduction == "mean":
-        formula += " / D"
-    if bool((~valid).any()):
-        formula += ", 0 for ignored rows"
+        formula = f"(1 - ε) · {'w[y] · ' if p.weight is not None else ''}(p - onehot(y)) + ε/C · (Σw · p - w)"
+    note = "0 for ignored rows" if bool((~valid).any()) else ""
+    formula = _formula(formula, divided=_divisor(p.reduction), note=note)
     _gradient(s, formula, _rows_back(grad, x, lead), labels if x.dim() == 2 else None)
     return value, _rows_back(grad, x, lead)
 
@@ -289,7 +314,7 @@ def _cross_entropy_probabilities(p, s, x, rows, labels, lead, prob, logp, w, eps
     count = torch.tensor(float(rows.shape[0]), dtype=torch.float64)
     value, d = _reduce(s, loss.reshape(out_shape), p.reduction, count, f"the number of rows D = {rows.shape[0]}")
     grad = _scale(prob * wt.sum(1, keepdim=True) - wt, d)
-    formula = f"p · Σ_c {weighted}t[c] - {weighted}t" + (" / D" if p.reduction == "mean" else "")
+    formula = _formula(f"p · Σ_c {weighted}t[c] - {weighted}t", divided=_divisor(p.reduction))
     _gradient(s, formula, _rows_back(grad, x, lead), labels if x.dim() == 2 else None)
     return value, _rows_back(grad, x, lead)
 
@@ -322,7 +347,7 @@ def nll_loss(p: Problem, s: Steps):
     value, d = _reduce(s, loss.reshape(p.target.shape), p.reduction, wy.sum(), what)
     onehot = torch.zeros_like(rows).scatter_(1, safe[:, None], 1.0)
     grad = _scale(-wy[:, None] * onehot, d)
-    formula = f"-{weighted}onehot(y)" + (" / D" if p.reduction == "mean" else "")
+    formula = _formula(f"-{weighted}onehot(y)", divided=_divisor(p.reduction))
     _gradient(s, formula, _rows_back(grad, x, lead), labels if x.dim() == 2 else None)
     return value, _rows_back(grad, x, lead)
 
@@ -339,7 +364,6 @@ def binary_cross_entropy(p: Problem, s: Steps):
     grad = (x - t) / (x * (1 - x)).clamp(min=1e-12)
     columns = [("p", x), ("y", t), ("log p", logp), ("log(1-p)", log1mp), ("l", loss)]
     formula = "(p - y) / max(p · (1 - p), 1e-12)"
-    formula = ("w · " if p.weight is not None else "") + formula + (" / D" if p.reduction == "mean" else "")
     return _finish_pointwise(p, s, shape, columns, loss, grad, formula)
 
 
@@ -361,7 +385,6 @@ def binary_cross_entropy_with_logits(p: Problem, s: Steps):
     columns.append(("l", loss))
     grad = sig * (pw * t + 1 - t) - pw * t
     formula = "σ(x) · (pos_weight · y + 1 - y) - pos_weight · y" if p.pos_weight is not None else "σ(x) - y"
-    formula = ("w · " if p.weight is not None else "") + formula + (" / D" if p.reduction == "mean" else "")
     return _finish_pointwise(p, s, shape, columns, loss, grad, formula)
 
 
@@ -372,8 +395,7 @@ def soft_margin_loss(p: Problem, s: Steps):
     s.step("margin y · x, then the logistic loss l = log(1 + exp(-y · x))")
     columns = [("x", x), ("y", t), ("y·x", margin), ("l", loss)]
     grad = -t * torch.sigmoid(-margin)
-    formula = "-y · σ(-y · x)" + (" / D" if p.reduction == "mean" else "")
-    return _finish_pointwise(p, s, shape, columns, loss, grad, formula)
+    return _finish_pointwise(p, s, shape, columns, loss, grad, "-y · σ(-y · x)")
 
 
 # -------------------------------------------------------------------------------------- regression
@@ -384,9 +406,8 @@ def mse_loss(p: Problem, s: Steps):
     d = x - t
     s.step("difference d = x - y, squared: l = d²")
     loss = d * d
-    formula = ("w · " if p.weight is not None else "") + "2 · (x - y)" + (" / D" if p.reduction == "mean" else "")
     columns = [("x", x), ("y", t), ("d", d), ("l = d²", loss)]
-    return _finish_pointwise(p, s, shape, columns, loss, 2 * d, formula, weight_mean="weights")
+    return _finish_pointwise(p, s, shape, columns, loss, 2 * d, "2 · (x - y)", weight_mean="weights")
 
 
 def l1_loss(p: Problem, s: Steps):
@@ -394,26 +415,24 @@ def l1_loss(p: Problem, s: Steps):
     d = x - t
     s.step("difference d = x - y, absolute value: l = |d|")
     loss = d.abs()
-    formula = ("w · " if p.weight is not None else "") + "sign(x - y)" + (" / D" if p.reduction == "mean" else "")
     columns = [("x", x), ("y", t), ("d", d), ("l = |d|", loss)]
-    return _finish_pointwise(p, s, shape, columns, loss, d.sign(), formula, weight_mean="weights")
+    return _finish_pointwise(p, s, shape, columns, loss, d.sign(), "sign(x - y)", weight_mean="weights")
 
 
 def smooth_l1_loss(p: Problem, s: Steps):
     x, t, shape = _pointwise_pair(p)
     d = x - t
     beta = p.beta
-    mean = " / D" if p.reduction == "mean" else ""
     if beta == 0:
         s.step("difference d = x - y; β = 0 makes smooth L1 exactly L1: l = |d|")
         columns = [("x", x), ("y", t), ("d", d), ("l = |d|", d.abs())]
-        return _finish_pointwise(p, s, shape, columns, d.abs(), d.sign(), "sign(x - y)" + mean)
+        return _finish_pointwise(p, s, shape, columns, d.abs(), d.sign(), "sign(x - y)")
     small = d.abs() < beta
     loss = torch.where(small, 0.5 * d * d / beta, d.abs() - 0.5 * beta)
     s.step(f"difference d = x - y; β = {beta:g}: l = 0.5 · d² / β if |d| < β, else |d| - 0.5 · β")
-    columns = [("x", x), ("y", t), ("d", d), ("|d| < β", small.double()), ("l", loss)]
+    columns = [("x", x), ("y", t), ("d", d), ("|d| < β", small), ("l", loss)]
     grad = torch.where(small, d / beta, d.sign())
-    return _finish_pointwise(p, s, shape, columns, loss, grad, "d / β if |d| < β, else sign(d)" + mean)
+    return _finish_pointwise(p, s, shape, columns, loss, grad, "(d / β if |d| < β, else sign(d))")
 
 
 def huber_loss(p: Problem, s: Steps):
@@ -423,11 +442,9 @@ def huber_loss(p: Problem, s: Steps):
     small = d.abs() < delta
     loss = torch.where(small, 0.5 * d * d, delta * (d.abs() - 0.5 * delta))
     s.step(f"difference d = x - y; δ = {delta:g}: l = 0.5 · d² if |d| < δ, else δ · (|d| - 0.5 · δ)")
-    columns = [("x", x), ("y", t), ("d", d), ("|d| < δ", small.double()), ("l", loss)]
+    columns = [("x", x), ("y", t), ("d", d), ("|d| < δ", small), ("l", loss)]
     grad = torch.where(small, d, delta * d.sign())
-    formula = ("w · " if p.weight is not None else "") + "(d if |d| < δ, else δ · sign(d))"
-    formula += " / D" if p.reduction == "mean" else ""
-    return _finish_pointwise(p, s, shape, columns, loss, grad, formula)
+    return _finish_pointwise(p, s, shape, columns, loss, grad, "(d if |d| < δ, else δ · sign(d))")
 
 
 # -------------------------------------------------------------------------------------- divergence
@@ -452,8 +469,6 @@ def kl_div(p: Problem, s: Steps):
         batch = x.shape[0] if x.dim() else 1
         denominator = torch.tensor(float(batch), dtype=torch.float64)
         what = f"the batch size D = {batch} (the KL divergence of the math)"
-    if p.reduction in ("mean", "batchmean"):
-        formula += " / D"
     return _finish_pointwise(p, s, shape, columns, loss, grad, formula, denominator=denominator, what=what)
 
 
@@ -492,7 +507,7 @@ def categorical_crossentropy(p: Problem, s: Steps):
     if p.from_logits:
         prob, logp = _softmax_steps(s, rows, labels)
         grad = prob * t.sum(1, keepdim=True) - t
-        formula = "softmax(x) · Σ y_true - y_true"
+        formula, note = "softmax(x) · Σ y_true - y_true", ""
     else:
         total = rows.sum(1, keepdim=True)
         q = rows / total
@@ -507,14 +522,16 @@ def categorical_crossentropy(p: Problem, s: Steps):
         inside = (q >= _KERAS_EPSILON) & (q <= 1 - _KERAS_EPSILON)
         g = torch.where(inside, -t / clipped, torch.zeros((), dtype=torch.float64))
         grad = (g - (g * q).sum(1, keepdim=True)) / total
-        formula = "(g - Σ g · q) / Σ y_pred, with g = -y_true / q (0 where q was clipped)"
+        formula = "(g - Σ g · q) / Σ y_pred"
+        note = "g = -y_true / q, 0 where q was clipped"
     per_sample = -(t * logp).sum(1)
     s.step("cross entropy of each sample: l = -Σ y_true · log q")
     for label, r in s.rows(labels, per_sample):
         s.line(f"{label}  l = {num(r)}")
     value, d = _keras_reduce(s, per_sample, p.reduction, lead)
     grad = _scale(grad, d).reshape(x.shape)
-    _gradient(s, formula + (" / D" if p.reduction == "mean" else ""), grad, labels if x.dim() == 2 else None)
+    formula = _formula(formula, divided=_divisor(p.reduction), note=note)
+    _gradient(s, formula, grad, labels if x.dim() == 2 else None)
     return value, grad
 
 
@@ -530,7 +547,7 @@ def binary_crossentropy(p: Problem, s: Steps):
         s.step("y_pred are logits: l = -(y · log σ(x) + (1 - y) · log(1 - σ(x))), computed stably")
         loss = -(t * -torch.nn.functional.softplus(-x) + (1 - t) * -torch.nn.functional.softplus(x))
         columns = [("x", x), ("y_true", t), ("σ(x)", sig), ("l", loss)]
-        grad, formula = sig - t, "σ(x) - y_true"
+        grad, formula, note = sig - t, "σ(x) - y_true", ""
     else:
         clipped = x.clamp(_KERAS_EPSILON, 1 - _KERAS_EPSILON)
         s.step("clip y_pred to p in [ε, 1 - ε] (Keras' epsilon ε = 1e-7), then l = -(y · log p + (1 - y) · log(1 - p))")
@@ -538,7 +555,7 @@ def binary_crossentropy(p: Problem, s: Steps):
         columns = [("y_pred", x), ("y_true", t), ("clipped p", clipped), ("l", loss)]
         inside = (x >= _KERAS_EPSILON) & (x <= 1 - _KERAS_EPSILON)
         grad = torch.where(inside, (clipped - t) / (clipped * (1 - clipped)), torch.zeros((), dtype=torch.float64))
-        formula = "(p - y_true) / (p · (1 - p)) (0 where clipped)"
+        formula, note = "(p - y_true) / (p · (1 - p))", "0 where y_pred was clipped"
     _table(s, tuple(x.shape), columns)
     rows, labels, lead = _keras_rows(loss)
     per_sample = rows.mean(1)
@@ -548,6 +565,6 @@ def binary_crossentropy(p: Problem, s: Steps):
         s.line(f"{label}  l = {num(r)}")
     value, d = _keras_reduce(s, per_sample, p.reduction, lead)
     grad = _scale(grad / k, d)
-    formula = f"{formula} / {k}" + (" / D" if p.reduction == "mean" else "")
+    formula = _formula(formula, divided=f"{k}" + (" / D" if p.reduction == "mean" else ""), note=note)
     _gradient(s, formula, grad)
     return value, grad

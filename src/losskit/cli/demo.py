@@ -20,7 +20,7 @@ from ._util import CliError, num, pyplot, require, save_figure
 
 _BATCH_SIZE = 32
 _HIDDEN = 128
-_LR = 0.05
+_LR = 0.1
 _MOMENTUM = 0.9
 _TEST_FRACTION = 0.2
 _SPLIT_SEED = 0  # the train/test split is the same whatever --seed is
@@ -95,12 +95,13 @@ def run(args: argparse.Namespace) -> int:
     criterion = losskit.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     reference = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     optimizer = torch.optim.SGD(model.parameters(), lr=_LR, momentum=_MOMENTUM)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     order = torch.Generator().manual_seed(args.seed)
 
     smoothing = f", label_smoothing={args.label_smoothing:g}" if args.label_smoothing else ""
     console.print(
         f"[bold]losskit demo[/bold]: digits 8x8, {len(y_train):,} train / {len(y_test):,} test images; "
-        f"MLP 64-{_HIDDEN}-10, SGD lr={_LR} momentum={_MOMENTUM}, batch {_BATCH_SIZE}, "
+        f"MLP 64-{_HIDDEN}-10, SGD lr={_LR} momentum={_MOMENTUM} cosine, batch {_BATCH_SIZE}, "
         f"{args.epochs} epochs, seed {args.seed}"
     )
     console.print(f"criterion = losskit.nn.CrossEntropyLoss({smoothing.lstrip(', ')})   (checked against torch.nn's)")
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         progress_mod.TextColumn("loss {task.fields[loss]}"),
         progress_mod.TimeElapsedColumn(),
     )
-    with progress_mod.Progress(*columns, console=console, transient=True) as progress:
+    with progress_mod.Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
         for epoch in range(1, args.epochs + 1):
             task = progress.add_task(f"epoch {epoch}/{args.epochs}", total=batches, loss="-")
             model.train()
@@ -125,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
                 loss = _train_step(model, criterion, reference, optimizer, x_train[index], y_train[index], history)
                 total += loss * len(index)
                 progress.update(task, advance=1, loss=f"{loss:.4f}")
+            schedule.step()
             history.epoch_loss.append(total / len(y_train))
             test_loss, accuracy = _evaluate(model, criterion, x_test, y_test)
             history.test_loss.append(test_loss)
@@ -195,6 +197,10 @@ def _figure(plt, history: _History, args: argparse.Namespace):
         fontsize=8,
         color="0.3",
     )
+    from matplotlib.ticker import MaxNLocator
+
+    for panel in (left, right):
+        panel.xaxis.set_major_locator(MaxNLocator(integer=True))
     accuracy = [100 * a for a in history.test_accuracy]
     right.plot(epochs, accuracy, "o-", color="tab:green", markersize=3.5)
     right.set_xlabel("epoch")
