@@ -164,6 +164,13 @@ def positive(fn: str, name: str, value: float) -> float:
     return value
 
 
+def positive_finite(fn: str, name: str, value: float) -> float:
+    value = positive(fn, name, value)
+    if value == float("inf"):
+        raise LossValueError(f"{fn}(): '{name}' must be finite, got {value}")
+    return value
+
+
 def non_negative(fn: str, name: str, value: float) -> float:
     value = number(fn, name, value)
     if not value >= 0:  # nan fails too

@@ -20,11 +20,14 @@ smoothing ``ε`` over ``C`` classes, ``p = softmax(x)``:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
 import torch
 from torch._C import _functions as _autograd_functions
+
+from ._checks import LossValueError
 
 # Rows per chunk are chosen so that one chunk of fp32 logits is about this many elements (1 MiB):
 # half of it per core fits the L2 cache, and the per-chunk Python overhead stays small.
@@ -90,8 +93,8 @@ class _CrossEntropy(torch.autograd.Function):
     The gradient buffer is kept on ``ctx`` (not saved for backward) so that the first backward can give
     it away: nothing else references it, so autograd stores it as ``.grad`` without a copy. A second
     backward through the same graph (``retain_graph=True``, gradcheck) recomputes it from the saved
-    inputs. With ``inplace`` the buffer is the logits' own storage, marked dirty so that autograd's
-    version counter turns any other use of the overwritten logits into an error.
+    inputs. With ``inplace`` the buffer is the logits' own storage: writing it bumps their version counter, so
+    autograd raises if another op saved them for its backward.
     """
 
     @staticmethod
@@ -104,17 +107,13 @@ class _CrossEntropy(torch.autograd.Function):
         )
         ctx.opts = opts
         ctx.grad = grad
-        ctx.set_materialize_grads(False)
-        if inplace:
-            ctx.mark_dirty(x)
-            return loss, x
-        if want_grad or want_target_grad:
-            ctx.save_for_backward(x, target, weight)
-        return loss, None
+        if (want_grad and not inplace) or want_target_grad:
+            ctx.save_for_backward(x if not inplace else None, target, weight)
+        return loss
 
     @staticmethod
     @first_order_only
-    def backward(ctx, grad_output, grad_logits=None):  # type: ignore[override]
+    def backward(ctx, grad_output):  # type: ignore[override]
         grad, ctx.grad = ctx.grad, None
         target_grad, ctx.target_grad = ctx.target_grad, None
         if (ctx.needs_input_grad[0] and grad is None) or (ctx.needs_input_grad[1] and target_grad is None):
@@ -136,14 +135,10 @@ class _CrossEntropy(torch.autograd.Function):
         for g in (grad, target_grad):
             if g is None:
                 continue
-            if grad_output is None:
-                g.zero_()
-            elif ctx.opts.reduction == "none":
+            if ctx.opts.reduction == "none":
                 g.mul_(grad_output.reshape(-1, 1).to(g.dtype))
             elif grad_output.device.type != "cpu" or float(grad_output) != 1.0:
                 g.mul_(grad_output.to(g.dtype))
-        if grad_logits is not None and grad is not None:
-            grad.add_(grad_logits)
         return grad, target_grad, None, None
 
 
@@ -295,15 +290,28 @@ def cross_entropy(
     opts: CrossEntropyOptions,
 ) -> torch.Tensor:
     """Checked arguments in, loss out (shape: the target's for ``'none'``, else a scalar)."""
+    if not torch.is_grad_enabled():  # no_grad / inference_mode: no gradient is made, nothing is overwritten
+        input, target = input.detach(), target.detach()
     probabilities = target.is_floating_point()
     rows_x = as_rows(input)
+    if opts.inplace and rows_x.requires_grad:
+        root = input
+        while root._base is not None:
+            root = root._base
+        if root.is_leaf:
+            raise LossValueError(
+                "cross_entropy(inplace=True) would overwrite the logits, a leaf tensor (or a view of one) that "
+                "requires grad; use inplace=True on logits computed by the model, such as h @ W.T"
+            )
+        if not rows_x.is_contiguous():  # e.g. a transposed product: work in a fresh buffer instead
+            opts = dataclasses.replace(opts, inplace=False)
     if probabilities:
         rows_t = as_rows(target)
         out_shape = target.shape[:1] + target.shape[2:] if input.dim() > 1 else torch.Size([])
     else:
         rows_t = target.reshape(-1)
         out_shape = target.shape
-    loss, _ = _CrossEntropy.apply(rows_x, rows_t, weight, opts)
+    loss = _CrossEntropy.apply(rows_x, rows_t, weight, opts)
     if probabilities and target.dtype != input.dtype:  # torch promotes, e.g. float32 logits, float64 targets
         loss = loss.to(torch.promote_types(input.dtype, target.dtype))
     if opts.reduction == "none":

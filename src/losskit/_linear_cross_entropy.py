@@ -103,4 +103,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 def linear_cross_entropy(h, w, b, target, weight, opts: CrossEntropyOptions, step: int) -> torch.Tensor:
     """``h`` (rows, H), ``w`` (V, H), ``b`` (V,) or None, ``target`` (rows,) or (rows, V) probabilities."""
+    if not torch.is_grad_enabled():  # no_grad / inference_mode: the forward makes no gradients
+        h, w = h.detach(), w.detach()
+        b = None if b is None else b.detach()
     return _LinearCrossEntropy.apply(h, w, b, target, weight, opts, step)

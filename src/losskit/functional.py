@@ -179,7 +179,7 @@ def cross_entropy(
     eps = _checks.label_smoothing(fn, label_smoothing)
     z_loss = _checks.non_negative(fn, "z_loss", z_loss)
     if softcap is not None:
-        softcap = _checks.positive(fn, "softcap", softcap)
+        softcap = _checks.positive_finite(fn, "softcap", softcap)
     num_classes = input.shape[0] if input.dim() == 1 else input.shape[1]
     if target.shape == input.shape:  # class probabilities, as torch decides: same shape as the input
         if not target.is_floating_point():
@@ -304,7 +304,7 @@ def linear_cross_entropy(
     eps = _checks.label_smoothing(fn, label_smoothing)
     z_loss = _checks.non_negative(fn, "z_loss", z_loss)
     if softcap is not None:
-        softcap = _checks.positive(fn, "softcap", softcap)
+        softcap = _checks.positive_finite(fn, "softcap", softcap)
     h = input.reshape(-1, h_features)
     if probabilities:
         if not target.is_floating_point():

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import _steps
+from . import _keras_steps, _steps
 from ._util import CliError, loss_name, num
 
 _TORCH = ("none", "mean", "sum")
@@ -92,13 +92,13 @@ _LOSSES: dict[str, _Spec] = {
     "kl_div": _Spec(_steps.kl_div, ("reduction", "log_target"), reductions=("none", "batchmean", "mean", "sum")),
     "soft_margin_loss": _Spec(_steps.soft_margin_loss, ("reduction",)),
     "categorical_crossentropy": _Spec(
-        _steps.categorical_crossentropy,
+        _keras_steps.categorical_crossentropy,
         ("reduction", "label_smoothing", "from_logits"),
         reductions=_KERAS,
         module="losskit.keras",
     ),
     "binary_crossentropy": _Spec(
-        _steps.binary_crossentropy,
+        _keras_steps.binary_crossentropy,
         ("reduction", "label_smoothing", "from_logits"),
         reductions=_KERAS,
         module="losskit.keras",
