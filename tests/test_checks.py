@@ -498,9 +498,7 @@ CASES = [
         lambda _, nn: nn.MSELoss(reduction="avg")(_x34(), _p34()),
         ("reduction", "avg"),
     ),
-    _case(
-        "nn.HuberLoss-delta-minus-1", lambda _, nn: nn.HuberLoss(delta=-1)(_x34(), _p34()), ("delta", "-1")
-    ),
+    _case("nn.HuberLoss-delta-minus-1", lambda _, nn: nn.HuberLoss(delta=-1)(_x34(), _p34()), ("delta", "-1")),
     _case(
         "nn.SmoothL1Loss-beta-minus-1",
         lambda _, nn: nn.SmoothL1Loss(beta=-1.0)(_x34(), _p34()),
@@ -568,13 +566,10 @@ def test_bad_input(lk_call, torch_call, fragments):
     if torch_call is not None:
         assert torch_exc is not None, "torch no longer raises for this call: update the catalog"
         assert isinstance(lk_exc, type(torch_exc)), (
-            f"losskit raised {type(lk_exc).__mro__} which is not a {type(torch_exc).__name__} "
-            f"(torch: {torch_exc!r})"
+            f"losskit raised {type(lk_exc).__mro__} which is not a {type(torch_exc).__name__} (torch: {torch_exc!r})"
         )
     # (c) a LossError
-    assert isinstance(lk_exc, losskit.LossError), (
-        f"{type(lk_exc).__name__} is not a losskit.LossError: {lk_exc}"
-    )
+    assert isinstance(lk_exc, losskit.LossError), f"{type(lk_exc).__name__} is not a losskit.LossError: {lk_exc}"
     # (d) names the argument and the shapes / values involved
     message = str(lk_exc)
     missing = [f for f in fragments if f not in message]
@@ -693,11 +688,7 @@ class _LosskitNS:
 def test_bad_call_leaves_nothing_half_done(name, build):
     loss_fn, bad, good = build(_LosskitNS())
     before = {k: v.clone() for k, v in bad.items()}
-    state = (
-        {k: v.clone() for k, v in loss_fn.state_dict().items()}
-        if isinstance(loss_fn, torch.nn.Module)
-        else {}
-    )
+    state = {k: v.clone() for k, v in loss_fn.state_dict().items()} if isinstance(loss_fn, torch.nn.Module) else {}
     leaf = bad["input"].requires_grad_(True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -753,9 +744,7 @@ _OPTIMIZED_SCRIPT = textwrap.dedent(
 
 def test_checks_survive_python_optimize():
     # -O strips every assert statement: the checks must not be asserts
-    proc = subprocess.run(
-        [sys.executable, "-O", "-c", _OPTIMIZED_SCRIPT], capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, "-O", "-c", _OPTIMIZED_SCRIPT], capture_output=True, text=True, timeout=120)
     assert "optimize 1" in proc.stdout, proc.stdout + proc.stderr
     assert "caught LossIndexError,LossValueError,LossValueError" in proc.stdout, proc.stdout + proc.stderr
     assert proc.returncode != 0

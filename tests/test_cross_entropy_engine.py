@@ -538,7 +538,13 @@ def test_inplace_bf16(reduction):
 
 # ===================================================================================== 4. memory
 
-MEM_N, MEM_C = 1024, 4096  # 16 MiB of fp32 logits; one engine chunk is 1 MiB
+MEM_N, MEM_C = 1024, 4096  # 16 MiB of fp32 logits; the tests below pin one engine chunk to 1 MiB
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 2**18 elements, a sixteenth of the memory problem, whatever the engine's default."""
+    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 1 << 18)
 
 
 def _memory_events(fn) -> list[int]:
@@ -597,7 +603,7 @@ NO_GRAD_CASES = [
     NO_GRAD_CASES,
     ids=[f"{str(d)[6:]}-{k}-{o}-{s}" for d, k, o, s in NO_GRAD_CASES],
 )
-def test_forward_without_grad_holds_no_row_by_class_buffer(dtype, target_kind, options, grad_state):
+def test_forward_without_grad_holds_no_row_by_class_buffer(dtype, target_kind, options, grad_state, small_chunks):
     g = _gen("mem-fwd", dtype, target_kind, options)
     x, y = _mem_problem(dtype, target_kind, g)
     kw = dict(MEM_OPTIONS[options])

@@ -191,9 +191,7 @@ def test_gradcheck(reduction, log_target):
     t = (torch.rand(3, 4, generator=g, dtype=torch.float64) + 0.1).requires_grad_()  # away from 0
     if log_target:
         t = t.detach().log().requires_grad_()
-    assert torch.autograd.gradcheck(
-        lambda a, b: LF.kl_div(a, b, reduction=reduction, log_target=log_target), (x, t)
-    )
+    assert torch.autograd.gradcheck(lambda a, b: LF.kl_div(a, b, reduction=reduction, log_target=log_target), (x, t))
 
 
 _shapes = st.lists(st.integers(0, 4), min_size=0, max_size=4).map(tuple)

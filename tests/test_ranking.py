@@ -79,12 +79,7 @@ def test_margin_ranking_grid(margin, reduction, dtype, shape):
 def test_margin_ranking_ties_are_present():
     x1, x2, y = ranking_inputs(((3, 5),) * 3, 0.5, 1)
     hinge = -y * (x1 - x2) + 0.5
-    assert (
-        hinge.view(-1)[0] == 0
-        and hinge.view(-1)[1] == 0
-        and bool((hinge > 0).any())
-        and bool((hinge < 0).any())
-    )
+    assert hinge.view(-1)[0] == 0 and hinge.view(-1)[1] == 0 and bool((hinge > 0).any()) and bool((hinge < 0).any())
 
 
 BROADCAST = [
@@ -259,16 +254,12 @@ def test_multilabel_margin_closed_form():
     t = torch.tensor([3, 0, -1, 1])
     # j=3: (1-0.8+0.2) + (1-0.8+0.4); j=0: (1-0.1+0.2) + (1-0.1+0.4); over C = 4
     expected = ((0.4 + 0.6) + (1.1 + 1.3)) / 4
-    ours, ref = assert_matches_torch(
-        LF.multilabel_margin_loss, TF.multilabel_margin_loss, {"input": x, "target": t}
-    )
+    ours, ref = assert_matches_torch(LF.multilabel_margin_loss, TF.multilabel_margin_loss, {"input": x, "target": t})
     torch.testing.assert_close(ref, torch.tensor(expected, dtype=torch.float64))
     torch.testing.assert_close(ours, torch.tensor(expected, dtype=torch.float64))
 
 
-@pytest.mark.parametrize(
-    "target", [[[1, -1, 7, 3]], [[1, -1, -2, 3]], [[0, 1, 2, -1], [2, -1, 4, 0]]], ids=str
-)
+@pytest.mark.parametrize("target", [[[1, -1, 7, 3]], [[1, -1, -2, 3]], [[0, 1, 2, -1], [2, -1, 4, 0]]], ids=str)
 def test_multilabel_margin_out_of_range_after_stop_raises_like_torch(target):
     """torch 2.13 range-checks the whole target row (values in [-1, C)), even entries after the first -1."""
     x = torch.randn(len(target), 4, dtype=torch.float64)
@@ -297,9 +288,7 @@ def test_multilabel_margin_gradcheck():
     x = (torch.arange(12, dtype=torch.float64).reshape(2, 6) * 0.37 % 1.9).requires_grad_()
     t = torch.tensor([[3, 0, -1, 1, 5, 2], [2, 2, 5, -1, 0, 0]])
     for reduction in REDUCTIONS:
-        assert torch.autograd.gradcheck(
-            lambda a, r=reduction: LF.multilabel_margin_loss(a, t, reduction=r), (x,)
-        )
+        assert torch.autograd.gradcheck(lambda a, r=reduction: LF.multilabel_margin_loss(a, t, reduction=r), (x,))
 
 
 # --------------------------------------------------------------------------------------- properties
@@ -319,9 +308,7 @@ def test_property_margin_ranking(dims, broadcast, margin, reduction, seed):
     """Random same-dim shapes, some dims of size 1 in one of the three tensors (broadcasting)."""
     shapes = []
     for k in range(3):
-        shapes.append(
-            tuple(1 if (broadcast[k] >> (i % 3)) & 1 and i % 2 == k % 2 else d for i, d in enumerate(dims))
-        )
+        shapes.append(tuple(1 if (broadcast[k] >> (i % 3)) & 1 and i % 2 == k % 2 else d for i, d in enumerate(dims)))
     g = torch.Generator().manual_seed(seed)
     x1 = torch.randn(shapes[0], generator=g, dtype=torch.float64)
     x2 = torch.randn(shapes[1], generator=g, dtype=torch.float64)

@@ -93,9 +93,7 @@ def test_mse_l1_grid(name, weighted, reduction, dtype, shape):
     if weighted:
         inputs["weight"] = make_weight(shape, seed)
         grad_wrt.append("weight")
-    assert_matches_torch(
-        ours, ref, inputs, {"reduction": reduction}, dtype=dtype, grad_wrt=grad_wrt, seed=seed
-    )
+    assert_matches_torch(ours, ref, inputs, {"reduction": reduction}, dtype=dtype, grad_wrt=grad_wrt, seed=seed)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
@@ -239,9 +237,7 @@ def test_mixed_dtypes_give_torch_result_dtype(name, dtypes, reduction):
     g = torch.full_like(ref, 1.5)
     try:
         ref_g = torch.autograd.grad(ref, [xr, yr], g)
-    except (
-        RuntimeError
-    ):  # torch's own backward rejects some mixed-dtype graphs (huber, f64 input): values only
+    except RuntimeError:  # torch's own backward rejects some mixed-dtype graphs (huber, f64 input): values only
         return
     ours_g = torch.autograd.grad(ours, [xo, yo], g.to(ours.dtype))
     for what, o, r, t in zip(("grad input", "grad target"), ours_g, ref_g, (x, y), strict=True):
@@ -307,10 +303,7 @@ def test_gradcheck(name, kwargs):
     g = torch.Generator().manual_seed(21)
     x = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
     # errors kept away from 0 and from the knees, where finite differences straddle a kink
-    y = (
-        x.detach()
-        + torch.tensor([0.1, 0.4, 1.3, 2.9], dtype=torch.float64) * torch.tensor([1, -1, 1])[:, None]
-    )
+    y = x.detach() + torch.tensor([0.1, 0.4, 1.3, 2.9], dtype=torch.float64) * torch.tensor([1, -1, 1])[:, None]
     y.requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b: ours_fn(a, b, **kwargs), (x, y))
     if name in ("mse_loss", "l1_loss", "huber_loss"):

@@ -29,9 +29,9 @@ from torch._C import _functions as _autograd_functions
 
 from ._checks import LossValueError
 
-# Rows per chunk are chosen so that one chunk of fp32 logits is about this many elements (1 MiB):
+# Rows per chunk are chosen so that one chunk of fp32 logits is about this many elements (2 MiB):
 # half of it per core fits the L2 cache, and the per-chunk Python overhead stays small.
-CHUNK_ELEMENTS = 1 << 18
+CHUNK_ELEMENTS = 1 << 19
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,7 @@ def shard_pass(x, y, weight, opts: ShardOptions, want_grad: bool):
             smooth_vec = smooth_vec * scale
     coef = coef / s_row  # p·coef = exp(x - m)·coef / S
     hit = torch.where(owned, hit, zero)
+    any_ignored = not bool(valid.all())
     for s in range(0, n, step):
         e = min(n, s + step)
         p = grad[s:e] if direct else (x[s:e].to(acc) - m[s:e].unsqueeze(1)).exp_()
@@ -171,7 +172,8 @@ def shard_pass(x, y, weight, opts: ShardOptions, want_grad: bool):
         p.scatter_add_(1, ly[s:e], hit[s:e].unsqueeze(1))
         if smooth_vec is not None:
             p.sub_(smooth_vec)
-        p.masked_fill_(~valid[s:e].unsqueeze(1), 0.0)
+        if any_ignored:
+            p.masked_fill_(~valid[s:e].unsqueeze(1), 0.0)
         if not direct:
             grad[s:e].copy_(p)
     return loss.to(x.dtype), grad

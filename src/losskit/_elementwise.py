@@ -70,7 +70,7 @@ class _PointwiseFn(torch.autograd.Function):
             if out2 is not None:
                 out2[s:e] = loss
             else:
-                total += loss.sum(dtype=acc)
+                total += loss.sum()  # each chunk sums in its own dtype; the partial sums add up in fp64
         if reduction == "none":
             result = out
         elif reduction == "sum":

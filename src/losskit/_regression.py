@@ -24,17 +24,22 @@ def absolute_error(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def smooth_l1(input: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
-    """``0.5·d²/β`` where ``|d| < β``, else ``|d| - 0.5·β``; ``β = 0`` is exactly L1."""
+    """``0.5·d²/β`` where ``|d| < β``, else ``|d| - 0.5·β``; ``β = 0`` is exactly L1.
+
+    Computed as ``m·(|d| - 0.5·m)/β`` with ``m = min(|d|, β)``: the same value on both sides of the knee.
+    """
     d = (input - target).abs()
     if beta == 0.0:
         return d
-    return torch.where(d < beta, (0.5 / beta) * d * d, d - 0.5 * beta)
+    m = d.clamp_max(beta)
+    return m.mul(-0.5).add_(d).mul_(m).div_(beta)
 
 
 def huber(input: torch.Tensor, target: torch.Tensor, delta: float) -> torch.Tensor:
-    """``0.5·d²`` where ``|d| < δ``, else ``δ·(|d| - 0.5·δ)``."""
+    """``0.5·d²`` where ``|d| < δ``, else ``δ·(|d| - 0.5·δ)``: computed as ``m·(|d| - 0.5·m)``, ``m = min(|d|, δ)``."""
     d = (input - target).abs()
-    return torch.where(d < delta, 0.5 * d * d, delta * (d - 0.5 * delta))
+    m = d.clamp_max(delta)
+    return m.mul(-0.5).add_(d).mul_(m)
 
 
 def _smooth_l1_grad(x, t, beta, out):

@@ -88,11 +88,13 @@ def _group_rank(fn: str, group) -> tuple[int, int]:
     return rank, dist.get_world_size(group)
 
 
-def _default_device(group) -> torch.device:
-    """Where a collective's buffer lives when the arguments give no device (nccl: the current GPU)."""
-    if "nccl" in str(dist.get_backend(group)) and torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+def _comm_device(group, preferred: torch.device | None = None) -> torch.device:
+    """Where a collective's small buffer lives: ``preferred`` (the arguments' device) when the backend
+    can reduce there, else the current GPU for nccl, else the CPU."""
+    nccl = "nccl" in str(dist.get_backend(group)) and torch.cuda.is_available()
+    if preferred is not None and not (nccl and preferred.type == "cpu"):
+        return preferred
+    return torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
 
 
 def _describe(field: str, value: float) -> str:
@@ -173,7 +175,9 @@ def vocab_parallel_cross_entropy(
     Communication: an agreement check of 24 float64 numbers, then ``all_reduce(MAX)`` of the ``rows``
     row maxima and one ``all_reduce(SUM)`` of ``k × rows`` statistics, ``k = 2`` (+1 with ``weight``,
     +1 with ``label_smoothing``), in float32 (float64 for float64 logits); ``rows = N·d1·…·dK``. The
-    logits are never gathered. See :func:`communication_bytes`.
+    logits are never gathered. See :func:`communication_bytes`. The check and the target-range check
+    wait for their results on the host once per call (the single-process range check does too). ``C``
+    must be a multiple of the group size: every rank holds ``C_l`` classes.
 
     Args:
         logits: this rank's slice, ``(C_l,)``, ``(N, C_l)`` or ``(N, C_l, d1, ..., dK)``; floating point
@@ -212,7 +216,7 @@ def vocab_parallel_cross_entropy(
     rank, world = _group_rank(fn, group)
     error: LossError | None = None
     values: list = []
-    device = logits.device if isinstance(logits, torch.Tensor) else _default_device(group)
+    device = _comm_device(group, logits.device if isinstance(logits, torch.Tensor) else None)
     try:
         _checks.tensor(fn, "logits", logits)
         _checks.tensor(fn, "target", target)
@@ -231,6 +235,8 @@ def vocab_parallel_cross_entropy(
                 f"are not supported, got dtype {target.dtype}"
             )
         _checks.class_target(fn, logits, target)
+        if target.device != logits.device:
+            raise LossValueError(f"{fn}(): 'target' is on {target.device} but 'logits' on {logits.device}")
         cl = logits.shape[0] if logits.dim() == 1 else logits.shape[1]
         if cl == 0:
             raise LossValueError(f"{fn}(): 'logits' has no classes on rank {rank} (shape {_checks.shape(logits)})")
@@ -241,6 +247,8 @@ def vocab_parallel_cross_entropy(
                     f"(C_local), got shape {_checks.shape(weight)}"
                 )
             _checks.same_dtype(fn, "weight", weight, logits, "logits")
+            if weight.device != logits.device:
+                raise LossValueError(f"{fn}(): 'weight' is on {weight.device} but 'logits' on {logits.device}")
         _checks.class_range(fn, target, world * cl, ignore_index)
         rows = target.numel()
         values = [
@@ -363,7 +371,8 @@ def global_num_items(
     with one all-reduce. Pass the result as ``num_items_in_batch`` to :func:`data_parallel_cross_entropy`.
 
     Returns:
-        a 0-d float64 tensor on the target's device, the same on every rank.
+        a 0-d float64 tensor on the target's device (with nccl and CPU targets: the current GPU), the same
+        on every rank.
 
     Example (one rank; with more, the counts of all ranks are added)::
 
@@ -380,7 +389,7 @@ def global_num_items(
     fn = "global_num_items"
     rank, _ = _group_rank(fn, group)
     targets = [target] if isinstance(target, torch.Tensor) else list(target)
-    device = next((t.device for t in targets if isinstance(t, torch.Tensor)), None) or _default_device(group)
+    device = _comm_device(group, next((t.device for t in targets if isinstance(t, torch.Tensor)), None))
     error: LossError | None = None
     local = None
     try:
@@ -437,7 +446,7 @@ def data_parallel_cross_entropy(
     rank, world = _group_rank(fn, group)
     error: LossError | None = None
     loss_sum = local = None
-    device = input.device if isinstance(input, torch.Tensor) else _default_device(group)
+    device = _comm_device(group, input.device if isinstance(input, torch.Tensor) else None)
     try:
         given = sorted({"reduction", "size_average", "reduce"} & cross_entropy_options.keys())
         if given:
@@ -457,4 +466,4 @@ def data_parallel_cross_entropy(
         raise error
     else:
         denom = torch.as_tensor(num_items_in_batch, device=loss_sum.device).to(torch.float64)
-    return loss_sum * (world / denom).to(loss_sum.dtype)
+    return loss_sum * (world / denom).to(loss_sum.device, loss_sum.dtype)

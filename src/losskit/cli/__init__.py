@@ -1,12 +1,13 @@
-"""The ``losskit`` command line: ``demo``, ``explain`` and ``plot``.
+"""The ``losskit`` command line: ``demo``, ``explain``, ``plot`` and ``bench``.
 
 Run it as ``losskit COMMAND ...`` (the console script) or ``python -m losskit COMMAND ...``::
 
     losskit demo                                   # train a small MLP on the bundled digits
     losskit explain cross_entropy --input '[[1.3, 1.3, 2.6]]' --target '[2]'
     losskit plot mse_loss l1_loss smooth_l1_loss huber_loss -o losses.png
+    losskit bench --quick                          # time and memory against torch, CSV + PNG
 
-``explain`` needs only torch; ``demo`` and ``plot`` use the optional extra ``losskit[cli]`` (rich,
+``explain`` needs only torch; ``demo``, ``plot`` and ``bench`` use the optional extra ``losskit[cli]`` (rich,
 matplotlib, scikit-learn), imported when the command runs. Bad input prints one line starting with
 ``losskit: error:`` on stderr and exits with status 2.
 """
@@ -22,7 +23,7 @@ from ._util import CliError
 
 __all__ = ["main"]
 
-_COMMANDS = ("demo", "explain", "plot")
+_COMMANDS = ("demo", "explain", "plot", "bench")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -82,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
         "demo", "rich.console", "rich.progress", "sklearn.datasets", "sklearn.model_selection"
     )
     plt = pyplot("demo")
+    try:  # fail before training, not after it
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CliError(f"cannot create the output folder {args.out}: {err.strerror or err}") from None
     import losskit
 
     console = console_mod.Console(highlight=False, soft_wrap=True)

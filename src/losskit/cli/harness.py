@@ -2,9 +2,9 @@
 
 Every measurement runs in a fresh Python process (one per case and implementation), so the peak
 resident memory it reports (``VmHWM`` from ``/proc/self/status``, reset before the measured step)
-catches every CPU allocation, torch's or not. Timings are the median of several runs after warm-up.
-Suites are defined in :mod:`losskit.cli.bench_cases`; ``benchmarks/*.py`` and ``losskit bench`` both
-drive them through :func:`run_suite`.
+catches every CPU allocation, torch's or not. Timings run in a second fresh process and are the median
+of several runs after warm-up. Suites are defined in :mod:`losskit.cli.bench_cases`;
+``benchmarks/*.py`` and ``losskit bench`` both drive them through :func:`run_suite`.
 """
 
 from __future__ import annotations
@@ -75,53 +75,57 @@ def _zero_grads(inputs) -> None:
             t.grad = None
 
 
-def measure(make: Callable[[], tuple], fn: Callable, repeat: int, backward: bool = True) -> dict:
-    """Median forward / backward / forward+backward milliseconds and peak extra memory (MiB) of ``fn``.
+def measure(make: Callable[[], tuple], fn: Callable, repeat: int, backward: bool = True, mode: str = "both") -> dict:
+    """Median forward / backward / forward+backward milliseconds and/or peak extra memory (MiB) of ``fn``.
 
     ``make()`` builds fresh inputs (leaves that require grad where the case differentiates);
     ``fn(*inputs)`` returns the loss. Peak extra memory is the peak resident memory during one
     forward+backward minus the resident memory just before it (inputs already allocated).
+    ``mode`` is ``'time'``, ``'memory'`` or ``'both'``.
     """
     import torch
 
+    def step():
+        loss = fn(*inputs)
+        if backward:
+            loss.sum().backward() if loss.dim() else loss.backward()
+        return loss
+
     inputs = make()
     for _ in range(2):  # warm-up: first-call costs, thread pools
-        loss = fn(*inputs)
-        if backward:
-            loss.sum().backward() if loss.dim() else loss.backward()
+        del_loss = step()
         _zero_grads(inputs)
-        del loss
+        del del_loss
     gc.collect()
     result = {}
-    if _reset_peak():
+    if mode in ("memory", "both") and _reset_peak():
         before = _status_kib("VmRSS")
         _reset_peak()
-        loss = fn(*inputs)
-        if backward:
-            loss.sum().backward() if loss.dim() else loss.backward()
+        loss = step()
         peak = _status_kib("VmHWM")
         result["peak_extra_mib"] = max(0, peak - before) / 1024
         _zero_grads(inputs)
         del loss
         gc.collect()
-    fwd, bwd, both = [], [], []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        loss = fn(*inputs)
-        t1 = time.perf_counter()
+    if mode in ("time", "both"):
+        fwd, bwd, both = [], [], []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            loss = fn(*inputs)
+            t1 = time.perf_counter()
+            if backward:
+                loss.sum().backward() if loss.dim() else loss.backward()
+            t2 = time.perf_counter()
+            fwd.append((t1 - t0) * 1e3)
+            bwd.append((t2 - t1) * 1e3)
+            both.append((t2 - t0) * 1e3)
+            _zero_grads(inputs)
+            del loss
+        result["forward_ms"] = statistics.median(fwd)
         if backward:
-            loss.sum().backward() if loss.dim() else loss.backward()
-        t2 = time.perf_counter()
-        fwd.append((t1 - t0) * 1e3)
-        bwd.append((t2 - t1) * 1e3)
-        both.append((t2 - t0) * 1e3)
-        _zero_grads(inputs)
-        del loss
-    result["forward_ms"] = statistics.median(fwd)
-    if backward:
-        result["backward_ms"] = statistics.median(bwd)
-        result["forward_backward_ms"] = statistics.median(both)
-    result["threads"] = torch.get_num_threads()
+            result["backward_ms"] = statistics.median(bwd)
+            result["forward_backward_ms"] = statistics.median(both)
+        result["threads"] = torch.get_num_threads()
     return result
 
 
@@ -130,25 +134,39 @@ def _child(spec: dict) -> dict:
 
     setup = bench_cases.SUITES[spec["suite"]]
     make, fn, backward = setup(spec["params"], spec["impl"])
-    return measure(make, fn, spec["repeat"], backward)
+    return measure(make, fn, spec["repeat"], backward, spec.get("mode", "both"))
 
 
 # ------------------------------------------------------------------------------ the parent
 
 
-def run_case(case: Case, impl: str, timeout: float = 600) -> dict:
-    """Run one case with one implementation in a fresh process; returns its metrics (or an 'error')."""
-    spec = {"suite": case.suite, "params": case.params, "impl": impl, "repeat": case.repeat}
+def _run_child(spec: dict, timeout: float, env: dict | None = None) -> dict:
     proc = subprocess.run(
         [sys.executable, "-m", "losskit.cli.harness", json.dumps(spec)],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": tail}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_case(case: Case, impl: str, timeout: float = 900) -> dict:
+    """Run one case with one implementation: memory in one fresh process, timings in another.
+
+    For the memory run glibc's mmap threshold is pinned, so that every buffer over 64 KiB is mapped afresh
+    and unmapped on free and the resident peak sees each allocation (the adaptive threshold would recycle
+    freed heap silently). Timings run with the allocator as users have it.
+    """
+    spec = {"suite": case.suite, "params": case.params, "impl": impl, "repeat": case.repeat}
+    memory = _run_child(dict(spec, mode="memory"), timeout, dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"))
+    if "error" in memory:
+        return memory
+    timing = _run_child(dict(spec, mode="time"), timeout)
+    return timing if "error" in timing else {**timing, **memory}
 
 
 def machine_name() -> str:
