@@ -8,6 +8,7 @@ concurrently (a pool started once per module); variants of the same command run 
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import math
@@ -372,6 +373,17 @@ def pooled(folder: Path) -> dict[str, subprocess.CompletedProcess]:
     jobs.update({f"bad:{name}": module + argv for name, argv, _ in BAD if name not in BAD_IN_PROCESS})
     jobs["demo"] = module + ["demo", "--epochs", "2", "--seed", "1", "--out", str(folder / "demo")]
     jobs["plot"] = module + ["plot", *PLOT_LOSSES, "-o", str(folder / "sub" / "curves.png")]
+    jobs["bench"] = module + [
+        "bench",
+        "--quick",
+        "--suite",
+        "elementwise",
+        "--max-cases",
+        "1",
+        "--out",
+        str(folder / "bench"),
+    ]
+    jobs["bench-bad"] = module + ["bench", "--max-cases", "0"]
     if CONSOLE_SCRIPT.exists():
         jobs["console"] = [str(CONSOLE_SCRIPT), *HUBER_ARGS]
     for blocked, argv in MISSING_EXTRA:
@@ -501,6 +513,24 @@ def test_plot_writes_a_decodable_png(pooled, folder: Path):
     assert result.stdout.strip() == f"plot: {out}"
     pixels = _decoded_png(out)
     assert pixels.shape[1] > pixels.shape[0]  # three columns of panels: error, score, probability
+
+
+def test_bench_measures_both_libraries_and_writes_csv_and_png(pooled, folder: Path):
+    pytest.importorskip("rich")
+    pytest.importorskip("matplotlib")
+    result = pooled["bench"]
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "time / torch" in result.stdout and "mse_loss" in result.stdout
+    rows = list(csv.DictReader((folder / "bench" / "bench_elementwise.csv").open()))
+    metrics = {(r["impl"], r["metric"]) for r in rows}
+    for impl in ("torch", "losskit"):  # side by side in one run, time and peak memory for each
+        assert {(impl, "forward_backward_ms"), (impl, "peak_extra_mib")} <= metrics
+    assert all(float(r["value"]) >= 0 for r in rows)
+    assert {r["torch_version"] for r in rows} == {torch.__version__}
+    _decoded_png(folder / "bench" / "bench_elementwise.png")
+    bad = pooled["bench-bad"]
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("losskit: error:") and "--max-cases" in bad.stderr
 
 
 def test_console_script_runs_explain(pooled):

@@ -30,10 +30,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch.autograd.function import once_differentiable
 
-# one chunk of rows is about this many logits (1 MiB of fp32), as in the single-process engine
-CHUNK_ELEMENTS = 1 << 18
+from ._cross_entropy import _acc_dtype as acc_dtype
+from ._cross_entropy import _rows_per_chunk, first_order_only
 
 
 @dataclass(frozen=True)
@@ -47,27 +46,10 @@ class ShardOptions:
     group: object = None
 
 
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def as_rows(x: torch.Tensor) -> torch.Tensor:
-    """View (C,), (N, C) or (N, C, d1, ..., dK) as (rows, C), the class dimension last."""
-    if x.dim() == 1:
-        return x.unsqueeze(0)
-    if x.dim() == 2:
-        return x
-    return x.movedim(1, -1).reshape(-1, x.shape[1])
-
-
 def num_stats(has_weight: bool, label_smoothing: float) -> tuple[int, int]:
     """``(k, extra)``: the SUM all-reduce carries ``k`` numbers per row and ``extra`` scalars."""
     smoothing = label_smoothing > 0
     return 2 + int(has_weight) + int(smoothing), int(has_weight and smoothing)
-
-
-def _rows_per_chunk(c: int) -> int:
-    return max(1, CHUNK_ELEMENTS // max(c, 1))
 
 
 def shard_pass(x, y, weight, opts: ShardOptions, want_grad: bool):
@@ -197,7 +179,7 @@ class VocabParallelCrossEntropy(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx, grad_output):  # type: ignore[override]
         grad, ctx.grad = ctx.grad, None
         if grad is None:

@@ -42,7 +42,8 @@ import torch.distributed as dist
 
 from . import _checks, _reduction, functional
 from ._checks import LossError, LossTypeError, LossValueError
-from ._distributed import ShardOptions, VocabParallelCrossEntropy, acc_dtype, as_rows, num_stats
+from ._cross_entropy import as_rows
+from ._distributed import ShardOptions, VocabParallelCrossEntropy, acc_dtype, num_stats
 
 __all__ = [
     "communication_bytes",

@@ -30,6 +30,7 @@ def add_parser(commands) -> None:
         choices=SUITES,
         help="run only this suite (repeatable; default: all three)",
     )
+    p.add_argument("--max-cases", type=int, default=None, metavar="K", help="only the first K cases of each suite")
     p.set_defaults(run=run)
 
 
@@ -39,12 +40,14 @@ def run(args: argparse.Namespace) -> int:
     from . import bench_cases, bench_plot, harness
 
     suites = args.suite or list(SUITES)
+    if args.max_cases is not None and args.max_cases < 1:
+        raise CliError(f"--max-cases must be at least 1, got {args.max_cases}")
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CliError(f"cannot create --out folder {args.out}: {err.strerror}") from None
     console = rich_console.Console()
-    plan = {s: getattr(bench_cases, f"{s}_cases")(quick=args.quick) for s in suites}
+    plan = {s: getattr(bench_cases, f"{s}_cases")(quick=args.quick)[: args.max_cases] for s in suites}
     total = sum(len(c.impls) for cases in plan.values() for c in cases)
     all_rows: dict[str, list[dict]] = {}
     with rich_progress.Progress(

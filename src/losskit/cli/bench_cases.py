@@ -135,6 +135,7 @@ def cross_entropy_cases(quick: bool = False) -> list[Case]:
             {"N": n, "C": c, "dtype": dt, "options": opt},
             ("torch", "losskit", "copy"),
             repeat=3 if quick or n * c >= 2**28 else 5,
+            warmup=1 if n * c >= 2**28 else 2,
         )
         for n, c, dt, opt in grid
     ]
@@ -168,7 +169,8 @@ def linear_cross_entropy_cases(quick: bool = False) -> list[Case]:
             f"N={n} H={h} V={v} float32",
             {"N": n, "H": h, "V": v, "dtype": "float32", "ignored": 0.1},
             impls,
-            repeat=2 if quick or n * v >= 2**30 else 3,
+            repeat=1 if n * v >= 2**31 else 2 if quick or n * v >= 2**28 else 3,
+            warmup=0 if n * v >= 2**31 else 1 if n * v >= 2**28 else 2,
         )
         for n, h, v, impls in grid
     ]

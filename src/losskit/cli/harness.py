@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 FIELDS = [
     "timestamp",
@@ -46,7 +46,7 @@ class Case:
     params: dict
     impls: tuple[str, ...]
     repeat: int = 5
-    extra: dict = field(default_factory=dict)
+    warmup: int = 2
 
 
 # ------------------------------------------------------------------------------ inside the child
@@ -75,7 +75,9 @@ def _zero_grads(inputs) -> None:
             t.grad = None
 
 
-def measure(make: Callable[[], tuple], fn: Callable, repeat: int, backward: bool = True, mode: str = "both") -> dict:
+def measure(
+    make: Callable[[], tuple], fn: Callable, repeat: int, backward: bool = True, mode: str = "both", warmup: int = 2
+) -> dict:
     """Median forward / backward / forward+backward milliseconds and/or peak extra memory (MiB) of ``fn``.
 
     ``make()`` builds fresh inputs (leaves that require grad where the case differentiates);
@@ -92,7 +94,7 @@ def measure(make: Callable[[], tuple], fn: Callable, repeat: int, backward: bool
         return loss
 
     inputs = make()
-    for _ in range(2):  # warm-up: first-call costs, thread pools
+    for _ in range(warmup if mode != "memory" else min(warmup, 1)):  # first-call costs, thread pools
         del_loss = step()
         _zero_grads(inputs)
         del del_loss
@@ -134,7 +136,7 @@ def _child(spec: dict) -> dict:
 
     setup = bench_cases.SUITES[spec["suite"]]
     make, fn, backward = setup(spec["params"], spec["impl"])
-    return measure(make, fn, spec["repeat"], backward, spec.get("mode", "both"))
+    return measure(make, fn, spec["repeat"], backward, spec.get("mode", "both"), spec.get("warmup", 2))
 
 
 # ------------------------------------------------------------------------------ the parent
@@ -161,7 +163,7 @@ def run_case(case: Case, impl: str, timeout: float = 900) -> dict:
     and unmapped on free and the resident peak sees each allocation (the adaptive threshold would recycle
     freed heap silently). Timings run with the allocator as users have it.
     """
-    spec = {"suite": case.suite, "params": case.params, "impl": impl, "repeat": case.repeat}
+    spec = {"suite": case.suite, "params": case.params, "impl": impl, "repeat": case.repeat, "warmup": case.warmup}
     memory = _run_child(dict(spec, mode="memory"), timeout, dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"))
     if "error" in memory:
         return memory
