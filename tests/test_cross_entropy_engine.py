@@ -529,10 +529,19 @@ def test_inplace_bf16(reduction):
     truth = _grads_through_matmul(
         lambda x: F.cross_entropy(x.double(), y, **kw), h, w, grad_out.double()
     )  # float64 math on the bf16 logits; grads come back in bf16 through the matmul
+    # inplace=True takes the fp32 path, inplace=False (a scalar reduction) may take the native bf16 one. Both are
+    # held to the float64 truth: the loss no worse than torch's own bf16 loss (the requirement); the
+    # gradients, rounded to bf16 and pushed through a bf16 matmul, within a small factor of torch's own error
     for i, what in enumerate(("loss", "grad wrt h", "grad wrt W")):
-        assert inpl[i].dtype == torch.bfloat16, what
-        assert_close_to(inpl[i], plain[i], torch.bfloat16, what)
-    assert_error_no_worse(inpl[0], ref[0], truth[0].double(), torch.bfloat16, "loss")
+        assert inpl[i].dtype == plain[i].dtype == torch.bfloat16, what
+        for ours, label in ((inpl[i], "inplace"), (plain[i], "not inplace")):
+            if i == 0:
+                assert_error_no_worse(ours, ref[i], truth[i].double(), torch.bfloat16, f"{what} ({label})")
+                continue
+            err = (ours.double() - truth[i].double()).abs()
+            err_torch = (ref[i].double() - truth[i].double()).abs()
+            assert err.max() <= 2 * err_torch.max() + 1e-3, f"{what} ({label}): max error {err.max():.3g}"
+            assert err.mean() <= 3 * err_torch.mean() + 1e-5, f"{what} ({label}): mean error {err.mean():.3g}"
     assert inpl[3].dtype == torch.bfloat16 and inpl[3].data_ptr() == inpl[4]
 
 

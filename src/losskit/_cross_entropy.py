@@ -176,26 +176,84 @@ class RowPlan:
         self.rows = torch.empty(n, dtype=acc, device=device)
         self.target_grad = None  # set to a (rows, C) buffer to get ∂loss/∂target for probability targets
 
+    def native(self, dtype) -> bool:
+        """Whether chunks of this dtype may take the native low-precision path: bf16 logits, no softcap, and a
+        scalar reduction (its per-row log-sum-exp is good to bf16's precision, 2⁻⁹, which a sum or mean
+        averages out; ``'none'`` returns each row, so it takes the fp32 path and torch's per-row accuracy)."""
+        return dtype == torch.bfloat16 and self.opts.softcap is None and self.opts.reduction != "none"
+
     def chunk(self, xc, s: int, e: int, want_grad: bool, out=None, row_scale=None):
         """Row losses of logits ``xc`` (rows s..e) into ``self.rows``; returns their gradient (in the
-        accumulation dtype, written into ``out`` when given) or None. ``row_scale`` multiplies each row's
-        gradient (backward of ``reduction='none'``)."""
+        accumulation dtype, or bf16 on the native path; written into ``out`` when given) or None.
+        ``row_scale`` multiplies each row's gradient (backward of ``reduction='none'``)."""
         opts, c, acc, zero = self.opts, self.c, self.acc, self.zero
         eps, z, cap = opts.label_smoothing, opts.z_loss, opts.softcap
         if cap is not None:
             th = torch.tanh(xc.to(acc) / cap)
             xc = th * cap
-        lse = torch.logsumexp(xc.to(acc), 1) if z > 0 else None
-        # one fused kernel: max, log-sum-exp and x - lse, in the accumulation dtype
-        lp = torch.log_softmax(xc, 1, dtype=acc, out=out) if out is not None else torch.log_softmax(xc, 1, dtype=acc)
+        # (not when the output is the logits themselves: the native path reads them after the softmax)
+        native = self.native(xc.dtype) and (out is None or out.data_ptr() != xc.data_ptr())
+        lp_out = out if out is not None and out.dtype == acc else None
+        if native:
+            # bf16: torch's native softmax kernel (fp32 inside) writes p straight into the bf16 buffer; the
+            # row's log-sum-exp comes from the max logit and the largest probability (never underflows)
+            p = torch.softmax(xc, 1, out=out) if out is not None else torch.softmax(xc, 1)
+            if self.probabilities:
+                lse = xc.amax(1).to(acc) - p.amax(1).to(acc).log()
+            else:  # lse = x_y - log p_y; a row whose p_y underflowed gets its log-sum-exp computed exactly
+                p_y = p.gather(1, self.y_safe[s:e].unsqueeze(1)).squeeze(1).to(acc)
+                lse = xc.gather(1, self.y_safe[s:e].unsqueeze(1)).squeeze(1).to(acc) - p_y.log()
+                tiny = (p_y < 1e-30).nonzero().squeeze(1)
+                if tiny.numel():
+                    lse[tiny] = torch.logsumexp(xc[tiny].to(acc), 1)
+
+            def lp_at(idx):
+                return xc.gather(1, idx).squeeze(1).to(acc) - lse
+
+            def lp_sum():
+                return xc.sum(1, dtype=acc) - c * lse
+
+            def lp_dot(v):
+                return xc.to(acc) @ v - lse * v.sum()
+
+            def lp_weighted(wt):
+                return (wt * xc).sum(1) - lse * wt.sum(1)
+
+            def lp_full():
+                return xc.to(acc) - lse.unsqueeze(1)
+
+        else:
+            lse = torch.logsumexp(xc.to(acc), 1) if z > 0 else None
+            # one fused kernel: max, log-sum-exp and x - lse, in the accumulation dtype
+            lp = (
+                torch.log_softmax(xc, 1, dtype=acc, out=lp_out)
+                if lp_out is not None
+                else torch.log_softmax(xc, 1, dtype=acc)
+            )
+
+            def lp_at(idx):
+                return lp.gather(1, idx).squeeze(1)
+
+            def lp_sum():
+                return lp.sum(1)
+
+            def lp_dot(v):
+                return lp @ v
+
+            def lp_weighted(wt):
+                return (wt * lp).sum(1)
+
+            def lp_full():
+                return lp
+
         if self.probabilities:
             t = self.target[s:e].to(acc)
             t = t * (1 - eps) + eps / c if eps > 0 else t
             wt = t if self.w is None else t * self.w
-            row = -(wt * lp).sum(1)
+            row = -lp_weighted(wt)
             if self.target_grad is not None:  # ∂l/∂t_c = -(1-ε)·w_c·lp_c, before lp turns into softmax
                 factor = -(1 - eps) if self.scale is None else -(1 - eps) * self.scale
-                gt = lp * factor if self.w is None else lp * (self.w * factor)
+                gt = lp_full() * (factor if self.w is None else self.w * factor)
                 self.target_grad[s:e].copy_(gt if row_scale is None else gt * row_scale.unsqueeze(1))
             if z > 0:
                 row = row + z * lse * lse
@@ -203,9 +261,9 @@ class RowPlan:
         else:
             yc = self.y_safe[s:e].unsqueeze(1)
             wyc, vc = self.w_y[s:e], self.valid[s:e]
-            row = lp.gather(1, yc).squeeze(1).neg_() * wyc
+            row = lp_at(yc).neg_() * wyc
             if eps > 0:
-                smooth = lp.sum(1) if self.w is None else lp @ self.w
+                smooth = lp_sum() if self.w is None else lp_dot(self.w)
                 row = (1 - eps) * row - (eps / c) * smooth
             if z > 0:
                 row = row + z * lse * lse
@@ -215,7 +273,8 @@ class RowPlan:
         scale = self.scale
         if row_scale is not None:
             scale = row_scale if scale is None else row_scale * scale
-        p = lp.exp_()  # softmax; the gradient is softmax · coef - (target terms)
+        if not native:
+            p = lp.exp_()  # softmax; the gradient is softmax · coef - (target terms)
         if self.probabilities:
             coef = wt.sum(1)
             if z > 0:
@@ -232,18 +291,24 @@ class RowPlan:
             if scale is not None:
                 coef = coef * scale
                 hit = hit * scale
-            p.mul_(coef.unsqueeze(1))
-            p.scatter_add_(1, yc, hit.unsqueeze(1))
+            if p.dtype == acc:
+                p.mul_(coef.unsqueeze(1))
+                p.scatter_add_(1, yc, hit.unsqueeze(1))
+            else:  # bf16: scale in bf16 (no promoted copies), set the target entries from fp32 values
+                p.mul_(coef.to(p.dtype).unsqueeze(1))
+                rows = torch.arange(e - s, device=p.device)  # index_put_: bf16 scatter_ copies the whole chunk
+                p.index_put_((rows, yc.squeeze(1)), (p_y * coef + hit).to(p.dtype))
             if self.smooth_vec is not None:
-                if row_scale is None:
-                    p.sub_(self.smooth_vec)
-                else:
-                    p.sub_(row_scale.unsqueeze(1) * self.smooth_vec)
+                smooth_vec = self.smooth_vec if row_scale is None else row_scale.unsqueeze(1) * self.smooth_vec
+                p.sub_(smooth_vec.to(p.dtype))
             ignored = (~vc).nonzero().squeeze(1)
             if ignored.numel():
                 p.index_fill_(0, ignored, 0.0)
         if cap is not None:
             p.mul_(th.mul_(th).neg_().add_(1))  # d(s·tanh(x/s))/dx = 1 - tanh²
+        if out is not None and p.data_ptr() != out.data_ptr():
+            out.copy_(p)
+            return out
         return p
 
     def reduced(self, dtype):
@@ -273,7 +338,7 @@ def _fused_pass(x, target, weight, opts: CrossEntropyOptions, want_grad: bool, o
     grad = None
     if want_grad:
         grad = out if out is not None else torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    direct = want_grad and x.dtype == acc  # work straight in the gradient buffer
+    direct = want_grad and (x.dtype == acc or plan.native(x.dtype))  # chunks write into the gradient buffer
     step = _rows_per_chunk(c)
     for s in range(0, n, step):
         e = min(n, s + step)

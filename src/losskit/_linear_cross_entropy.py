@@ -36,8 +36,10 @@ def _pass(h, w, b, target, weight, opts, needs, step, row_scale=None):
     """One walk over the row chunks: the reduced loss and the gradients named in ``needs`` (h, W, b)."""
     n, v = h.shape[0], w.shape[0]
     acc = _acc_dtype(h.dtype)
-    want_grad = any(needs)
+    want_grad = any(needs[:3])
     plan = RowPlan(target, weight, opts, n, v, acc, h.device, want_grad)
+    if needs[3]:  # a probability target that requires grad
+        plan.target_grad = torch.empty(target.shape, dtype=target.dtype, device=target.device)
     grad_h = torch.empty_like(h) if needs[0] else None
     grad_w = torch.zeros(w.shape, dtype=acc, device=w.device) if needs[1] else None
     grad_b = torch.zeros(v, dtype=acc, device=w.device) if needs[2] else None
@@ -46,34 +48,40 @@ def _pass(h, w, b, target, weight, opts, needs, step, row_scale=None):
         e = min(n, s + step)
         hc = h[s:e]
         logits = torch.mm(hc, w.t()) if b is None else torch.addmm(b, hc, w.t())
+        in_place = not low or plan.native(logits.dtype)  # the chunk's gradient overwrites its logits
         g = plan.chunk(
             logits,
             s,
             e,
             want_grad,
-            out=None if low else logits,
+            out=logits if in_place else None,
             row_scale=None if row_scale is None else row_scale[s:e],
         )
         if not want_grad:
             continue
         if grad_h is not None:
-            torch.mm(g.to(w.dtype) if low else g, w, out=grad_h[s:e])
+            torch.mm(g.to(w.dtype), w, out=grad_h[s:e])
         if grad_w is not None:
-            grad_w.addmm_(g.t(), hc.to(acc) if low else hc)
+            grad_w.addmm_(g.t().to(acc), hc.to(acc))
         if grad_b is not None:
-            grad_b.add_(g.sum(0))
-    return plan.reduced(h.dtype), grad_h, grad_w, grad_b
+            grad_b.add_(g.sum(0, dtype=acc))
+    return plan.reduced(h.dtype), grad_h, grad_w, grad_b, plan.target_grad
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, w, b, target, weight, opts: CrossEntropyOptions, step: int):  # type: ignore[override]
-        needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], b is not None and ctx.needs_input_grad[2])
+        needs = (
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+            b is not None and ctx.needs_input_grad[2],
+            ctx.needs_input_grad[3] and target.is_floating_point(),
+        )
         ctx.opts, ctx.step, ctx.needs = opts, step, needs
         ctx.save_for_backward(h, w, b, target, weight)
         if opts.reduction == "none" or not any(needs):
             ctx.grads = None  # 'none': per-row grad_output is only known in backward
-            loss, *_ = _pass(h, w, b, target, weight, opts, (False, False, False), step)
+            loss, *_ = _pass(h, w, b, target, weight, opts, (False, False, False, False), step)
             return loss
         loss, *ctx.grads = _pass(h, w, b, target, weight, opts, needs, step)
         return loss
@@ -93,12 +101,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 for g in grads:
                     if g is not None:
                         g.mul_(grad_output.to(g.dtype))
-        grad_h, grad_w, grad_b = grads
+        grad_h, grad_w, grad_b, grad_t = grads
         if grad_w is not None:
             grad_w = grad_w.to(w.dtype)
         if grad_b is not None:
             grad_b = grad_b.to(b.dtype)
-        return grad_h, grad_w, grad_b, None, None, None, None
+        return grad_h, grad_w, grad_b, grad_t, None, None, None
 
 
 def linear_cross_entropy(h, w, b, target, weight, opts: CrossEntropyOptions, step: int) -> torch.Tensor:

@@ -277,6 +277,8 @@ def linear_cross_entropy(
                 f"{fn}(): 'linear_bias' must have shape {[v, *out_features]}, got {_checks.shape(linear_bias)}"
             )
         _checks.same_dtype(fn, "linear_bias", linear_bias, input)
+    if tuple(target.shape) == (*input.shape[:-1], v, *out_features) and ignore_index is not None:
+        raise _checks.LossValueError(f"{fn}(): ignore_index cannot be given when 'target' holds class probabilities")
     if out_features:  # torch's K-dimensional form: computed the plain way
         if input.dim() != 2:
             raise _checks.LossValueError(
@@ -335,6 +337,8 @@ def linear_cross_entropy(
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
     step = _linear_cross_entropy.rows_per_chunk(h.shape[0], v, h_features, chunk_size, memory_budget, acc)
     loss = _linear_cross_entropy.linear_cross_entropy(h, linear_weight, linear_bias, rows_t, weight, opts, step)
+    if probabilities and target.dtype != input.dtype:  # torch promotes, e.g. float32 input, float64 targets
+        loss = loss.to(torch.promote_types(input.dtype, target.dtype))
     return loss.reshape(lead) if reduction == "none" else loss
 
 
