@@ -220,14 +220,19 @@ def run_suite(
             if progress:
                 progress(case, impl, metrics)
     if csv_path:
-        os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
-        new = not os.path.exists(csv_path) or os.path.getsize(csv_path) == 0
-        with open(csv_path, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
+        append_csv(rows, csv_path)
     return rows
+
+
+def append_csv(rows: list[dict], csv_path: str) -> None:
+    """Append long-format rows to ``csv_path`` (with a header when the file is new)."""
+    os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
+    new = not os.path.exists(csv_path) or os.path.getsize(csv_path) == 0
+    with open(csv_path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
 
 
 def ratio_table(rows: list[dict], baseline: str = "torch") -> list[dict]:
