@@ -10,14 +10,13 @@ STAMP := $(VENV)/.losskit-installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[cli,test]"
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 test: lint
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q
@@ -29,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cross_entropy.py --out docs
 	$(BIN)/python benchmarks/bench_linear_cross_entropy.py --out docs
 	$(BIN)/python benchmarks/bench_elementwise.py --out docs
+	$(BIN)/python benchmarks/bench_distributed.py --out docs
 
 clean:
 	rm -rf $(VENV) build dist
