@@ -24,6 +24,9 @@ class Pointwise:
     name: str
     loss: Callable  # (x, t, params) -> element-wise loss of a chunk (a fresh tensor)
     grad: Callable  # (x, t, params, out) -> ∂loss/∂x of a chunk, written into out
+    # a constant factor of both (params -> float), applied to the reduced sums and to grad_output instead of
+    # element by element: e.g. smooth L1 is Huber(δ=β) / β
+    scale: Callable | None = None
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -71,13 +74,14 @@ class _PointwiseFn(torch.autograd.Function):
                 out2[s:e] = loss
             else:
                 total += loss.sum()  # each chunk sums in its own dtype; the partial sums add up in fp64
+        factor = 1.0 if spec.scale is None else spec.scale(params)
         if reduction == "none":
-            result = out
+            result = out if factor == 1.0 else out.mul_(factor)
         elif reduction == "sum":
-            result = total.to(x.dtype)
+            result = (total * factor).to(x.dtype)
         else:
             denom = w.sum() if (mean_over_weights and w is not None) else x.numel()
-            result = (total / denom).to(x.dtype) if x.numel() else torch.full((), float("nan"), dtype=x.dtype)
+            result = (total * factor / denom).to(x.dtype) if x.numel() else torch.full((), float("nan"), dtype=x.dtype)
         ctx.spec, ctx.params, ctx.reduction, ctx.mean_over_weights = spec, params, reduction, mean_over_weights
         ctx.save_for_backward(x, t, w)
         return result
@@ -86,6 +90,8 @@ class _PointwiseFn(torch.autograd.Function):
     def backward(ctx, grad_output):  # type: ignore[override]
         x, t, w = ctx.saved_tensors
         spec, params = ctx.spec, ctx.params
+        if spec.scale is not None:
+            grad_output = grad_output * spec.scale(params)
         if torch.is_grad_enabled():
             # create_graph=True: the same formula, unchunked and out of place, so autograd can differentiate it
             grad = spec.grad(x, t, params, None)

@@ -24,22 +24,18 @@ def absolute_error(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def smooth_l1(input: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
-    """``0.5·d²/β`` where ``|d| < β``, else ``|d| - 0.5·β``; ``β = 0`` is exactly L1.
-
-    Computed as ``m·(|d| - 0.5·m)/β`` with ``m = min(|d|, β)``: the same value on both sides of the knee.
-    """
-    d = (input - target).abs()
+    """``0.5·d²/β`` where ``|d| < β``, else ``|d| - 0.5·β``: Huber with ``δ = β``, divided by ``β``; ``β = 0`` is
+    exactly L1."""
     if beta == 0.0:
-        return d
-    m = d.clamp_max(beta)
-    return m.mul(-0.5).add_(d).mul_(m).div_(beta)
+        return (input - target).abs()
+    return huber(input, target, beta) / beta
 
 
 def huber(input: torch.Tensor, target: torch.Tensor, delta: float) -> torch.Tensor:
     """``0.5·d²`` where ``|d| < δ``, else ``δ·(|d| - 0.5·δ)``: computed as ``m·(|d| - 0.5·m)``, ``m = min(|d|, δ)``."""
     d = (input - target).abs()
     m = d.clamp_max(delta)
-    return m.mul(-0.5).add_(d).mul_(m)
+    return torch.add(d, m, alpha=-0.5).mul_(m)
 
 
 def _smooth_l1_grad(x, t, beta, out):
@@ -54,5 +50,11 @@ SQUARED = Pointwise(
 ABSOLUTE = Pointwise(
     "l1_loss", lambda x, t, _: absolute_error(x, t), lambda x, t, _, out: torch.sub(x, t, out=out).sign_()
 )
-SMOOTH_L1 = Pointwise("smooth_l1_loss", smooth_l1, _smooth_l1_grad)
 HUBER = Pointwise("huber_loss", huber, lambda x, t, delta, out: torch.sub(x, t, out=out).clamp_(-delta, delta))
+# smooth L1 = Huber(δ=β) / β, the 1/β applied once to the reduced sum and to grad_output; β = 0 is L1
+SMOOTH_L1 = Pointwise(
+    "smooth_l1_loss",
+    lambda x, t, beta: smooth_l1(x, t, beta) if beta == 0 else huber(x, t, beta),
+    lambda x, t, beta, out: _smooth_l1_grad(x, t, beta, out) if beta == 0 else HUBER.grad(x, t, beta, out),
+    lambda beta: 1.0 if beta == 0 else 1.0 / beta,
+)
