@@ -194,3 +194,20 @@ def assert_matches_torch(
             else:
                 assert_close_to(og, rg, dtype, what)
     return ours.detach(), ref.detach()
+
+
+# ---------------------------------------------------------------- grids shared by the family test modules
+
+SHAPES = [(), (1,), (7,), (3, 5), (2, 3, 4, 5), (0, 3)]  # scalar, awkward sizes, K-dim and empty
+SHAPE_IDS = ["x".join(map(str, s)) or "0d" for s in SHAPES]
+DTYPES = [torch.float64, torch.float32]
+# (size_average, reduce) pairs that make torch's legacy mapping and warning kick in
+LEGACY = [
+    (None, False),
+    (False, None),
+    (True, None),
+    (False, True),
+    (True, False),
+    (None, True),
+    (False, False),
+]

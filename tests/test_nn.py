@@ -15,7 +15,7 @@ import torch.nn.functional as TF
 
 import losskit.functional as LF
 import losskit.nn as LNN
-from helpers import assert_close_to, assert_matches_torch
+from helpers import LEGACY, assert_close_to, assert_matches_torch
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -35,15 +35,6 @@ MODULES = [
     "SoftMarginLoss",
 ]
 WEIGHTED = ["CrossEntropyLoss", "NLLLoss", "NLLLoss2d", "BCELoss", "BCEWithLogitsLoss"]
-LEGACY = [
-    (None, False),
-    (False, None),
-    (True, None),
-    (False, True),
-    (True, False),
-    (None, True),
-    (False, False),
-]
 
 # losskit's documented keyword-only extensions beyond torch's signature (name -> default); anything else
 # that differs from torch fails the signature test.

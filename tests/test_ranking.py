@@ -11,23 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import losskit.functional as LF
-from helpers import assert_close_to, assert_matches_torch
+from helpers import DTYPES, LEGACY, SHAPE_IDS, SHAPES, assert_close_to, assert_matches_torch
 
 pytestmark = pytest.mark.filterwarnings("error")
 
-SHAPES = [(), (1,), (7,), (3, 5), (2, 3, 4, 5), (0, 3)]
-SHAPE_IDS = ["x".join(map(str, s)) or "0d" for s in SHAPES]
 REDUCTIONS = ["none", "mean", "sum"]
-DTYPES = [torch.float64, torch.float32]
-LEGACY = [
-    (None, False),
-    (False, None),
-    (True, None),
-    (False, True),
-    (True, False),
-    (None, True),
-    (False, False),
-]
 
 
 def _seed(*parts) -> int:

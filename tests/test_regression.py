@@ -17,14 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import losskit.functional as LF
-from helpers import assert_close_to, assert_matches_torch
+from helpers import DTYPES, LEGACY, SHAPE_IDS, SHAPES, assert_close_to, assert_matches_torch
 
 pytestmark = pytest.mark.filterwarnings("error")  # no case may warn unless the test expects it
 
-SHAPES = [(), (1,), (7,), (3, 5), (2, 3, 4, 5), (0, 3)]
 REDUCTIONS = ["none", "mean", "sum"]
-DTYPES = [torch.float64, torch.float32]
-SHAPE_IDS = ["x".join(map(str, s)) or "0d" for s in SHAPES]
 
 FUNCS = {
     "mse_loss": (LF.mse_loss, TF.mse_loss),
@@ -33,15 +30,6 @@ FUNCS = {
     "huber_loss": (LF.huber_loss, TF.huber_loss),
 }
 LEGACY_FUNCS = ["mse_loss", "l1_loss", "smooth_l1_loss"]  # huber_loss has no size_average/reduce
-LEGACY = [
-    (None, False),
-    (False, None),
-    (True, None),
-    (False, True),
-    (True, False),
-    (None, True),
-    (False, False),
-]
 
 
 def _dyadic(shape, gen, scale=2.0):
