@@ -26,12 +26,12 @@ class _BinaryCrossEntropy(torch.autograd.Function):
         loss = -(t * log_p + (1 - t) * log_q)
         if w is not None:
             loss = loss * w
-        ctx.save_for_backward(p, t, w, log_p, log_q)
+        ctx.save_for_backward(p, t, w)
         return loss
 
     @staticmethod
     def backward(ctx, g):  # out-of-place formulas: differentiable again under create_graph=True  # type: ignore[override]
-        p, t, w, log_p, log_q = ctx.saved_tensors
+        p, t, w = ctx.saved_tensors
         if w is not None:
             g = g * w
         grad_p = grad_t = None

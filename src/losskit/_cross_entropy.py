@@ -20,6 +20,7 @@ smoothing ``ε`` over ``C`` classes, ``p = softmax(x)``:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 from dataclasses import dataclass
@@ -168,6 +169,9 @@ class RowPlan:
             self.w_y = self.valid.to(acc) if w is None else torch.where(self.valid, w[self.y_safe], self.zero)
             self.w_sum = float(c) if w is None else w.sum()
             self.denom = self.w_y.sum()  # 0 when every target is ignored: 0/0 = nan for 'mean', as in torch
+            # the ignored rows, found once per call (one host sync), whose gradient rows are zeroed per chunk
+            self.ignored = (~self.valid).nonzero().squeeze(1) if want_grad else None
+            self.ignored_rows = self.ignored.tolist() if want_grad else []  # host copy: chunks bisect it
             if eps > 0 and want_grad:
                 self.smooth_vec = torch.full((c,), eps / c, dtype=acc, device=device) if w is None else w * (eps / c)
         self.scale = 1.0 / self.denom if opts.reduction == "mean" and n else None
@@ -303,9 +307,9 @@ class RowPlan:
             if self.smooth_vec is not None:
                 smooth_vec = self.smooth_vec if row_scale is None else row_scale.unsqueeze(1) * self.smooth_vec
                 p.sub_(smooth_vec.to(p.dtype))
-            ignored = (~vc).nonzero().squeeze(1)
-            if ignored.numel():
-                p.index_fill_(0, ignored, 0.0)
+            lo, hi = bisect.bisect_left(self.ignored_rows, s), bisect.bisect_left(self.ignored_rows, e)
+            if hi > lo:
+                p.index_fill_(0, self.ignored[lo:hi] - s, 0.0)
         if cap is not None:
             p.mul_(th.mul_(th).neg_().add_(1))  # d(s·tanh(x/s))/dx = 1 - tanh²
         if out is not None and p.data_ptr() != out.data_ptr():
