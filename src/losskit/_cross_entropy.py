@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch._C import _functions as _autograd_functions
 
+from . import _native
 from ._checks import LossValueError
 
 # Rows per chunk are chosen so that one chunk of fp32 logits is about this many elements (2 MiB):
@@ -179,6 +180,44 @@ class RowPlan:
             self.smooth_vec = self.smooth_vec * self.scale
         self.rows = torch.empty(n, dtype=acc, device=device)
         self.target_grad = None  # set to a (rows, C) buffer to get ∂loss/∂target for probability targets
+        self.y_kernel = None  # targets for the CPU kernel (-1 = ignored), made on its first chunk
+
+    def kernel_ok(self, xc, out=None) -> bool:
+        """Whether these logits take losskit's CPU kernel (:mod:`losskit._native`): class-index targets, no
+        softcap, fp32 or bf16 rows with unit class stride, the gradient written in the logits' dtype."""
+        return (
+            not self.probabilities
+            and self.opts.softcap is None
+            and _native.supports(xc)
+            and (out is None or (out.dtype == xc.dtype and out.stride(1) == 1))
+        )
+
+    def kernel_chunk(self, xc, s: int, e: int, want_grad: bool, out=None, row_scale=None):
+        """:meth:`chunk` on losskit's CPU kernel: one call for all of rows ``[s, e)``, each row read once."""
+        if self.y_kernel is None:
+            self.y_kernel = torch.where(self.valid, self.y_safe, -1)
+            self.kernel_scalars = (
+                float(self.w_sum),
+                1.0 if self.scale is None else float(self.scale),
+                None if self.w is None else self.w.float().contiguous(),
+            )
+        w_sum, scale, w = self.kernel_scalars
+        grad = None
+        if want_grad:
+            grad = out if out is not None else torch.empty(xc.shape, dtype=xc.dtype, device=xc.device)
+        _native.cross_entropy_rows(
+            xc,
+            grad,
+            self.y_kernel[s:e],
+            w,
+            w_sum,
+            self.opts.label_smoothing,
+            self.opts.z_loss,
+            scale,
+            None if row_scale is None else row_scale.float().contiguous(),
+            self.rows[s:e],
+        )
+        return grad
 
     def native(self, dtype) -> bool:
         """Whether chunks of this dtype take the bf16 softmax path: torch's bf16 softmax kernel writes ``p``
@@ -192,6 +231,8 @@ class RowPlan:
         """Row losses of logits ``xc`` (rows s..e) into ``self.rows``; returns their gradient (in the
         accumulation dtype, or bf16 on the native path; written into ``out`` when given) or None.
         ``row_scale`` multiplies each row's gradient (backward of ``reduction='none'``)."""
+        if self.kernel_ok(xc, out):
+            return self.kernel_chunk(xc, s, e, want_grad, out, row_scale)
         opts, c, acc, zero = self.opts, self.c, self.acc, self.zero
         eps, z, cap = opts.label_smoothing, opts.z_loss, opts.softcap
         if cap is not None:
@@ -344,8 +385,10 @@ def _fused_pass(x, target, weight, opts: CrossEntropyOptions, want_grad: bool, o
     grad = None
     if want_grad:
         grad = out if out is not None else torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    direct = want_grad and (x.dtype == acc or plan.native(x.dtype))  # chunks write into the gradient buffer
-    step = _rows_per_chunk(c)
+    kernel = plan.kernel_ok(x)  # the CPU kernel walks all rows in one call, each row staying in cache
+    # chunks write straight into the gradient buffer
+    direct = want_grad and (x.dtype == acc or plan.native(x.dtype) or kernel)
+    step = max(n, 1) if kernel else _rows_per_chunk(c)
     for s in range(0, n, step):
         e = min(n, s + step)
         p = plan.chunk(x[s:e], s, e, want_grad, out=grad[s:e] if direct else None)

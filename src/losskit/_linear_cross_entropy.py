@@ -61,7 +61,8 @@ def _pass(h, w, b, target, weight, opts, needs, step, rows=None, row_scale=None)
         e = min(n, s + step)
         hc = h[s:e] if rows is None else h.index_select(0, rows[s:e])
         logits = torch.mm(hc, w.t()) if b is None else torch.addmm(b, hc, w.t())
-        in_place = not low or plan.native(logits.dtype)  # the chunk's gradient overwrites its logits
+        # the chunk's gradient overwrites its logits
+        in_place = not low or plan.native(logits.dtype) or plan.kernel_ok(logits, logits)
         g = plan.chunk(
             logits,
             s,

@@ -1,0 +1,397 @@
+"""losskit's CPU cross-entropy kernel (``losskit/kernels/cross_entropy.cpp``, loaded by ``losskit._native``).
+
+fp32 and bf16 class-index cross entropy on the CPU goes through the kernel whenever it is available, so the
+oracle grids of ``test_cross_entropy.py`` already run on it. This file checks what those grids cannot see:
+
+1. the kernel is really built and used here (CI must not quietly test the fallback instead);
+2. its option grid against torch, with a spy that proves each case ran on the kernel, and the same grid on the
+   torch-op path that CUDA tensors and machines without a compiler take;
+3. z-loss against float64 math, row strides, in-place, the fused linear + cross entropy, non-finite logits,
+   class counts around the vector width, thread splits (bitwise equal), the out-of-range guard;
+4. building: the cache, LOSSKIT_NATIVE=0, a broken compiler (fallback, not failure), a forked child.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import zlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+import losskit._cross_entropy as engine
+import losskit.functional as LF
+from helpers import assert_close_to, assert_matches_torch
+from losskit import _native
+
+DISABLED = os.environ.get("LOSSKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
+needs_kernel = pytest.mark.skipif(DISABLED, reason="LOSSKIT_NATIVE=0 in the environment")
+
+
+def _gen(*key: object) -> torch.Generator:
+    return torch.Generator().manual_seed(zlib.crc32(repr(key).encode()))
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Counts the kernel's calls (and fails the test if it was never reached)."""
+    calls = []
+    real = _native.cross_entropy_rows
+
+    def spy(x, *args, **kwargs):
+        calls.append(tuple(x.shape))
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(_native, "cross_entropy_rows", spy)
+    yield calls
+    assert calls, "the kernel was never called"
+
+
+@pytest.fixture
+def torch_path(monkeypatch):
+    """The torch-op path (what CUDA tensors and machines without a compiler get)."""
+    monkeypatch.setattr(_native, "supports", lambda x: False)
+
+
+def _problem(shape, options: str, g: torch.Generator):
+    c = shape[0] if len(shape) == 1 else shape[1]
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * 3
+    y = torch.randint(0, c, () if len(shape) == 1 else (shape[0], *shape[2:]), generator=g)
+    opts = set(options.split("+")) - {"plain"}
+    kwargs = {"label_smoothing": 0.2 if "ls" in opts else 0.0}
+    if "ii" in opts:
+        ignore = 1 if c > 1 else 0  # one class: every row is ignored ('mean' is then nan, as in torch)
+        y.view(-1)[1::3] = ignore
+        kwargs["ignore_index"] = ignore
+    w = torch.rand(c, generator=g, dtype=torch.float64) * 1.9 + 0.1 if "w" in opts else None
+    return {"input": x, "target": y, "weight": w}, kwargs
+
+
+# ================================================================================ 1. built and used
+
+
+@needs_kernel
+def test_kernel_is_built_on_this_machine():
+    assert _native.library() is not None, _native.status()
+    assert _native.status().startswith("loaded "), _native.status()
+    assert _native.library().losskit_kernel_version() == 1
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fp32_and_bf16_rows_take_the_kernel(kernel_calls, dtype):
+    x = torch.randn(6, 40, dtype=dtype, requires_grad=True)
+    LF.cross_entropy(x, torch.randint(0, 40, (6,))).backward()
+    assert kernel_calls == [(6, 40)]  # one call for all rows
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"dtype": torch.float64},
+        {"dtype": torch.float16},
+        {"dtype": torch.float32, "softcap": 5.0},
+        {"dtype": torch.float32, "probabilities": True},
+    ],
+    ids=["fp64", "fp16", "softcap", "probabilities"],
+)
+def test_other_cases_stay_on_torch_ops(monkeypatch, kwargs):
+    calls = []
+    monkeypatch.setattr(_native, "cross_entropy_rows", lambda *a, **k: calls.append(a))
+    kwargs = dict(kwargs)
+    dtype, probabilities = kwargs.pop("dtype"), kwargs.pop("probabilities", False)
+    x = torch.randn(4, 7, dtype=dtype, requires_grad=True)
+    y = torch.softmax(torch.randn(4, 7, dtype=dtype), 1) if probabilities else torch.randint(0, 7, (4,))
+    LF.cross_entropy(x, y, **kwargs).backward()
+    assert not calls
+
+
+# ================================================================================ 2. option grid, both paths
+
+SHAPES = {"7x5": (7, 5), "33x37": (33, 37), "9x129": (9, 129), "5x1": (5, 1), "K_3x4x5x6": (3, 4, 5, 6), "C17": (17,)}
+OPTIONS = ("plain", "w", "ii", "ls", "w+ii+ls", "w+ls")
+REDUCTIONS = ("mean", "sum", "none")
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
+@pytest.mark.parametrize("options", OPTIONS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_kernel_matches_torch(kernel_calls, reduction, options, shape, dtype):
+    inputs, kwargs = _problem(shape, options, _gen("kernel", reduction, options, shape))
+    kwargs["reduction"] = reduction
+    assert_matches_torch(LF.cross_entropy, F.cross_entropy, inputs, kwargs, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("shape", [(33, 37), (3, 4, 5, 6)], ids=["33x37", "K_3x4x5x6"])
+@pytest.mark.parametrize("options", OPTIONS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_torch_path_matches_torch(torch_path, reduction, options, shape, dtype):
+    inputs, kwargs = _problem(shape, options, _gen("torch-path", reduction, options, shape))
+    kwargs["reduction"] = reduction
+    assert_matches_torch(LF.cross_entropy, F.cross_entropy, inputs, kwargs, dtype=dtype)
+
+
+def _with_and_without_kernel(monkeypatch, fn):
+    """``fn()`` on the kernel, then on the torch-op path."""
+    first = fn()
+    monkeypatch.setattr(_native, "supports", lambda x: False)
+    second = fn()
+    monkeypatch.undo()
+    return first, second
+
+
+@needs_kernel
+@pytest.mark.parametrize("options", OPTIONS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("z", [1e-4, 0.3])
+def test_z_loss_matches_float64_math(kernel_calls, reduction, options, z):
+    """z-loss has no torch oracle: fp32 on the kernel against the float64 engine, itself checked against math."""
+    inputs, kwargs = _problem((21, 19), options, _gen("z", reduction, options, z))
+    kwargs.update(reduction=reduction, z_loss=z)
+    x64 = inputs["input"].clone().requires_grad_()
+    ref = LF.cross_entropy(x64, inputs["target"], inputs["weight"], **kwargs)
+    x32 = inputs["input"].float().requires_grad_()
+    w32 = None if inputs["weight"] is None else inputs["weight"].float()
+    got = LF.cross_entropy(x32, inputs["target"], w32, **kwargs)
+    g = torch.randn(ref.shape, generator=_gen("zg"), dtype=torch.float64)
+    (ref * g).sum().backward()
+    (got * g.float()).sum().backward()
+    assert_close_to(got, ref.float(), torch.float32)
+    assert_close_to(x32.grad, x64.grad.float(), torch.float32, "grad")
+
+
+# ================================================================================ 3. layouts and values
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_row_stride_larger_than_classes(kernel_calls, dtype):
+    """Rows of a wider buffer (x = big[:, :C]): read with their stride, no copy."""
+    big = torch.randn(12, 50, generator=_gen("stride"), dtype=torch.float64) * 3
+    y = torch.randint(0, 37, (12,), generator=_gen("stride-y"))
+    x = big.to(dtype)[:, :37]
+    assert not x.is_contiguous()
+    got = LF.cross_entropy(x.requires_grad_() if x.is_leaf else x, y, label_smoothing=0.1, reduction="none")
+    ref = F.cross_entropy(big[:, :37], y, label_smoothing=0.1, reduction="none")
+    assert (got.double() - ref).abs().max() < (1e-5 if dtype == torch.float32 else 0.05)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_inplace_on_the_kernel(kernel_calls, dtype):
+    g = _gen("inplace", dtype)
+    h = torch.randn(16, 8, generator=g, dtype=dtype, requires_grad=True)
+    w = torch.randn(45, 8, generator=g, dtype=dtype, requires_grad=True)
+    y = torch.randint(0, 45, (16,), generator=g)
+    y[::4] = -100
+    loss = LF.cross_entropy(h @ w.T, y, label_smoothing=0.1, inplace=True)
+    loss.backward()
+    h2, w2 = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    ref = F.cross_entropy(h2 @ w2.T, y, label_smoothing=0.1)
+    ref.backward()
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    assert abs(float(loss.detach()) - float(ref.detach())) < tol * 10
+    torch.testing.assert_close(h.grad.float(), h2.grad.float(), rtol=tol, atol=tol)
+    torch.testing.assert_close(w.grad.float(), w2.grad.float(), rtol=tol, atol=tol)
+
+
+@needs_kernel
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_linear_cross_entropy_on_the_kernel(kernel_calls, reduction):
+    g = _gen("lce", reduction)
+    h = torch.randn(40, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(70, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 70, (40,), generator=g)
+    y[::5] = -100
+    ref = F.cross_entropy(h @ w.T, y, reduction=reduction, label_smoothing=0.1)
+    h32, w32 = h.detach().float().requires_grad_(), w.detach().float().requires_grad_()
+    got = LF.linear_cross_entropy(h32, w32, y, reduction=reduction, label_smoothing=0.1, chunk_size=8)
+    cot = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    (ref * cot).sum().backward()
+    (got * cot.float()).sum().backward()
+    assert_close_to(got, ref.float(), torch.float32)
+    torch.testing.assert_close(h32.grad, h.grad.float(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(w32.grad, w.grad.float(), rtol=1e-4, atol=1e-5)
+
+
+NONFINITE = {
+    "nan": lambda x: x[1, 2].fill_(float("nan")),
+    "pos_inf": lambda x: x[2, 0].fill_(float("inf")),
+    "neg_inf_mask": lambda x: x[3, 1:20].fill_(float("-inf")),
+    "all_neg_inf": lambda x: x[0].fill_(float("-inf")),
+    "huge": lambda x: x[4].mul_(1e30),
+    "tiny_spread": lambda x: x[5].fill_(1e4).add_(torch.linspace(0, 1e-3, x.shape[1], dtype=x.dtype)),
+}
+
+
+@needs_kernel
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", list(NONFINITE))
+def test_nonfinite_logits_like_torch(kernel_calls, reduction, case):
+    """NaN/±inf logits give NaN and inf exactly where torch's do, in the loss and in the gradient."""
+    x = torch.randn(7, 37, generator=_gen("nonfinite", case), dtype=torch.float64)
+    NONFINITE[case](x)
+    y = torch.randint(0, 37, (7,), generator=_gen("nonfinite-y", case))
+    y[3] = 0  # the masked row's target is not masked
+    assert_matches_torch(
+        LF.cross_entropy, F.cross_entropy, {"input": x, "target": y}, {"reduction": reduction}, dtype=torch.float32
+    )
+
+
+@needs_kernel
+@pytest.mark.parametrize("c", [1, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1000, 32003])
+def test_class_counts_around_the_vector_width(kernel_calls, c):
+    n = 3 if c > 1000 else 6
+    inputs, kwargs = _problem((n, c), "w+ls", _gen("width", c))
+    assert_matches_torch(
+        LF.cross_entropy, F.cross_entropy, inputs, {**kwargs, "reduction": "none"}, dtype=torch.float32
+    )
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_thread_split_is_bitwise_identical(dtype):
+    """Rows are independent: 1, 2 or 3 threads give bitwise the same loss and gradient."""
+    x = (torch.randn(300, 500, generator=_gen("threads")) * 3).to(dtype)
+    y = torch.randint(0, 500, (300,), generator=_gen("threads-y"))
+    y[::7] = -100
+    assert x.numel() >= _native.PARALLEL_ELEMENTS
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            xx = x.clone().requires_grad_()
+            loss = LF.cross_entropy(xx, y, label_smoothing=0.1, reduction="none")
+            loss.sum().backward()
+            results.append((loss.detach(), xx.grad))
+    finally:
+        torch.set_num_threads(before)
+    for loss, grad in results[1:]:
+        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
+
+
+@needs_kernel
+def test_out_of_range_target_is_refused_by_the_kernel_itself():
+    """The checking layer rejects bad targets first; the kernel still never reads outside the row."""
+    x = torch.randn(4, 5)
+    rows = torch.empty(4)
+    y = torch.tensor([0, 1, 5, 2])
+    with pytest.raises(IndexError, match="target 5 out of range"):
+        _native.cross_entropy_rows(x, None, y, None, 5.0, 0.0, 0.0, 1.0, None, rows)
+
+
+@needs_kernel
+@given(
+    n=st.integers(1, 9),
+    c=st.integers(1, 80),
+    scale=st.sampled_from([0.1, 3.0, 30.0]),
+    smoothing=st.sampled_from([0.0, 0.05, 0.7]),
+    weighted=st.booleans(),
+    reduction=st.sampled_from(REDUCTIONS),
+    seed=st.integers(0, 2**16),
+)
+def test_kernel_fuzz_against_float64(n, c, scale, smoothing, weighted, reduction, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, generator=g, dtype=torch.float64) * scale
+    y = torch.randint(0, c, (n,), generator=g)
+    w = torch.rand(c, generator=g, dtype=torch.float64) + 0.5 if weighted else None
+    kwargs = {"label_smoothing": smoothing, "reduction": reduction}
+    assert_matches_torch(
+        LF.cross_entropy, F.cross_entropy, {"input": x, "target": y, "weight": w}, kwargs, dtype=torch.float32
+    )
+
+
+# ================================================================================ 4. building and loading
+
+_CHILD = """
+import torch, losskit.functional as LF, torch.nn.functional as F
+from losskit import _native
+x = torch.randn(64, 2048)
+y = torch.randint(0, 2048, (64,))
+assert abs(float(LF.cross_entropy(x, y)) - float(F.cross_entropy(x, y))) < 1e-5
+print(_native.status())
+"""
+
+
+def _child(env_update: dict[str, str], tmp_path) -> str:
+    env = {**os.environ, "LOSSKIT_CACHE_DIR": str(tmp_path / "cache"), **env_update}
+    out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@needs_kernel
+def test_build_is_cached_and_reused(tmp_path):
+    """The compiler runs once per cache; a second process loads the cached library."""
+    log = tmp_path / "compiler.log"
+    cxx = tmp_path / "cxx"
+    cxx.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec g++ "$@"\n')
+    cxx.chmod(0o755)
+    first = _child({"CXX": str(cxx)}, tmp_path)
+    assert first.startswith("loaded ") and str(tmp_path) in first
+    assert len(log.read_text().splitlines()) == 1
+    assert _child({"CXX": str(cxx)}, tmp_path) == first
+    assert len(log.read_text().splitlines()) == 1
+    assert len(list((tmp_path / "cache").glob("cross_entropy-*.so"))) == 1
+
+
+def test_failed_build_falls_back_to_torch_ops(tmp_path):
+    status = _child({"CXX": "/bin/false", "LOSSKIT_NATIVE": "1"}, tmp_path)
+    assert status.startswith("build failed, using torch ops"), status
+    assert not list((tmp_path / "cache").glob("*.so"))
+
+
+def test_disabled_by_environment(tmp_path):
+    assert _child({"LOSSKIT_NATIVE": "0"}, tmp_path) == "disabled by LOSSKIT_NATIVE=0"
+
+
+_FORK_X = torch.randn(256, 512, generator=_gen("fork"))
+_FORK_Y = torch.randint(0, 512, (256,), generator=_gen("fork-y"))
+
+
+def _forked_child(queue):
+    # only small torch ops here: torch's own OpenMP pool is not fork-safe once the parent has used it
+    torch.set_num_threads(2)
+    queue.put(float(LF.cross_entropy(_FORK_X, _FORK_Y)))
+
+
+@needs_kernel
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_gets_its_own_threads():
+    """A child forked after the parent's pool started must not wait on threads it did not inherit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = float(LF.cross_entropy(_FORK_X, _FORK_Y))  # the parent's pool exists now
+    finally:
+        torch.set_num_threads(before)
+    assert _native._pool is not None
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_forked_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung")
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == expected
+    assert abs(expected - float(F.cross_entropy(_FORK_X, _FORK_Y))) < 1e-5
+
+
+def test_chunked_engine_still_used_for_fp64(monkeypatch):
+    """The torch-op engine keeps walking chunks (fp64 here), with the kernel present or not."""
+    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 16)
+    x = torch.randn(20, 8, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 8, (20,))
+    assert_matches_torch(LF.cross_entropy, F.cross_entropy, {"input": x, "target": y}, {"reduction": "sum"})
