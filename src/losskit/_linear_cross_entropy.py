@@ -19,24 +19,30 @@ import torch
 
 from ._cross_entropy import CrossEntropyOptions, RowPlan, _acc_dtype, first_order_only
 
-# Default size of one chunk of logits: a quarter of the weight gradient it accumulates into, kept within
-# [8, 32] MiB. The weight gradient (V, H) must exist anyway, and the chunk costs twice its size at the peak
-# (torch's log-softmax over the chunk's own storage makes a temporary), while the weight-gradient matmul
-# (K = rows per chunk) needs a K of a few hundred to run near peak. Measured at N=4096, H=1024, V=32000
-# fp32, 10% of targets ignored: 256 / 384 / 512 rows per chunk peaked at 205 / 236 / 270 MiB for
-# 3.3 / 3.6 / 3.2 s forward+backward (torch's chunked path: 282 MiB, 4.8 s; unfused: 1.5 GiB, 3.6 s).
+# Default size of one chunk of logits: half of the weight gradient it accumulates into, kept within [8, 64] MiB,
+# and at least MIN_CHUNK_ROWS rows while that stays within half the weight gradient. The weight gradient
+# (V, H) must exist anyway; the weight-gradient matmul (K = rows per chunk) needs a K of a few hundred to run
+# near peak. On the CPU kernel the gradient overwrites the chunk's logits, so a chunk costs its own size at
+# the peak (the torch-op path, e.g. on CUDA, makes one log-softmax temporary of the same size).
+# Measured with the kernel, fp32, 10% of targets ignored (torch unfused in the same run):
+#   N=4096, H=1024, V=32000: 256 / 512 rows per chunk 3.41 / 2.89 s (torch 3.40 s);
+#   N=2048, H=512, V=256000: 32 / 128 / 256 rows 11.1 / 7.1 / 6.3 s (torch 11.3 s).
 MIN_CHUNK_BYTES = 8 << 20
-MAX_CHUNK_BYTES = 32 << 20
+MAX_CHUNK_BYTES = 64 << 20
+MIN_CHUNK_ROWS = 128
 
 
 def rows_per_chunk(n: int, v: int, h: int, chunk_size: int | None, memory_budget: int | None, acc) -> int:
     if chunk_size is not None:
         return max(1, min(n, chunk_size))
     item = torch.finfo(acc).bits // 8
-    budget = memory_budget
-    if budget is None:
-        budget = min(MAX_CHUNK_BYTES, max(MIN_CHUNK_BYTES, v * h * item // 4))
-    return max(1, min(n, budget // (item * max(v, 1))))
+    row_bytes = item * max(v, 1)
+    if memory_budget is not None:
+        return max(1, min(n, memory_budget // row_bytes))
+    half_weight_grad = v * h * item // 2
+    budget = min(MAX_CHUNK_BYTES, max(MIN_CHUNK_BYTES, half_weight_grad))
+    rows = max(budget // row_bytes, min(MIN_CHUNK_ROWS, half_weight_grad // row_bytes))
+    return max(1, min(n, rows))
 
 
 def _pass(h, w, b, target, weight, opts, needs, step, rows=None, row_scale=None):

@@ -233,8 +233,8 @@ def linear_cross_entropy(
         linear_bias: ``(V,)``. weight: ``(V,)`` class weights. reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
         options: torch's ``LinearCrossEntropyOptions``; only its ``batch_chunk_size`` is used (as ``chunk_size``).
         z_loss, softcap: keyword-only extras, as in :func:`cross_entropy`.
-        chunk_size: rows per chunk; memory_budget: bytes for one chunk of logits (default: a quarter of
-            the weight gradient, within 8–32 MiB).
+        chunk_size: rows per chunk; memory_budget: bytes for one chunk of logits (default: half of
+            the weight gradient, within 8–64 MiB, and at least 128 rows when that fits in it).
 
     Returns:
         ``'none'``: the target's shape (``(*)``); otherwise a scalar. Same dtype as ``input``.
