@@ -1,11 +1,19 @@
 """The cross-entropy family: the fused cross-entropy engine (class indices or probabilities) and NLL.
 
-Cross entropy is one autograd Function that walks the rows of the logits in chunks sized to stay in
-cache. Per chunk, in at least fp32, one fused kernel gives ``lp = log_softmax(x)``; the row losses come
-from it and, when the logits require grad, the gradient of the reduced loss is written over the same
-chunk of the gradient buffer: ``exp(lp)`` scaled, minus the target terms. Backward only scales that
-buffer by ``grad_output``. For rows ``n``, target ``y``, class weights ``w`` (ones when absent),
-smoothing ``ε`` over ``C`` classes, ``p = softmax(x)``:
+Cross entropy is one autograd Function whose forward computes the row losses and, when the logits require
+grad, the gradient of the reduced loss, written once into the one (rows, C) buffer; backward only scales
+that buffer by ``grad_output``. Two paths compute the same formulas:
+
+* **the CPU kernel** (:mod:`losskit._native`, ``kernels/cross_entropy.cpp``) for fp32 and bf16 logits on the
+  CPU with class-index targets and no softcap: each row is read from memory once, its max, sum of
+  exponentials and gradient computed while it stays in cache, rows split over threads;
+* **torch ops** for everything else (CUDA, fp64/fp16, probability targets, softcap, no compiler): the rows
+  are walked in chunks sized to stay in cache; per chunk, in at least fp32, one fused kernel gives
+  ``lp = log_softmax(x)``, the row losses come from it and the gradient is written over the same chunk of
+  the gradient buffer: ``exp(lp)`` scaled, minus the target terms.
+
+For rows ``n``, target ``y``, class weights ``w`` (ones when absent), smoothing ``ε`` over ``C`` classes,
+``p = softmax(x)``:
 
     class index:  l_n = (1-ε)·w_y·(-lp_y) + ε/C·Σ_c w_c·(-lp_c)
                   ∂l_n/∂x = p·((1-ε)·w_y + ε/C·Σ_c w_c) - (1-ε)·w_y·onehot(y) - ε/C·w
@@ -224,7 +232,9 @@ class RowPlan:
         straight into the bf16 gradient buffer (no fp32 copies, which are slow on CPUs without bf16 units),
         the row's log-sum-exp recovered as ``x_y - log p_y``. Only for scalar reductions: ``p_y`` is rounded to
         2⁻⁹, which a sum or mean averages out, while ``'none'`` returns each row and takes the fp32 path.
-        (fp32/fp64 measured no faster this way than with log-softmax, which is exact: they keep it.)"""
+        (fp32/fp64 measured no faster this way than with log-softmax, which is exact: they keep it.) On the CPU
+        the kernel (:meth:`kernel_ok`) comes first and is exact in bf16 too; this path serves CUDA and
+        machines without a compiler."""
         return dtype == torch.bfloat16 and self.opts.softcap is None and self.opts.reduction != "none"
 
     def chunk(self, xc, s: int, e: int, want_grad: bool, out=None, row_scale=None):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 CHUNK_ELEMENTS = 1 << 17
+_SUMMED_DTYPES = (torch.float32, torch.float64)  # low precision keeps the element-wise sum (torch's accuracy)
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class Pointwise:
     # a constant factor of both (params -> float), applied to the reduced sums and to grad_output instead of
     # element by element: e.g. smooth L1 is Huber(δ=β) / β
     scale: Callable | None = None
+    # (x, t, params) -> the chunk's summed loss as a 0-dim tensor, without writing the element-wise loss (e.g.
+    # dot products); used for unweighted 'mean'/'sum' in fp32/fp64
+    reduced: Callable | None = None
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -64,8 +68,12 @@ class _PointwiseFn(torch.autograd.Function):
         out2 = _rows(out) if out is not None else None
         acc = torch.float64
         total = torch.zeros((), dtype=acc, device=x.device)
+        summed = spec.reduced if (out2 is None and w_op is None and x.dtype in _SUMMED_DTYPES) else None
         for s in range(0, rows, step):
             e = min(rows, s + step)
+            if summed is not None:
+                total += summed(x2[s:e], t2[s:e], p_op)
+                continue
             loss = spec.loss(x2[s:e], t2[s:e], p_op)
             wc = _slice(w_op, s, e)
             if wc is not None:

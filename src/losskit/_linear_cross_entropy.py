@@ -77,17 +77,18 @@ def _pass(h, w, b, target, weight, opts, needs, step, rows=None, row_scale=None)
             out=logits if in_place else None,
             row_scale=None if row_scale is None else row_scale[s:e],
         )
-        if not want_grad:
-            continue
-        if grad_h is not None:
-            if rows is None:
-                torch.mm(g.to(w.dtype), w, out=grad_h[s:e])
-            else:
-                grad_h.index_copy_(0, rows[s:e], torch.mm(g.to(w.dtype), w))
-        if grad_w is not None:
-            grad_w.addmm_(g.t().to(acc), hc.to(acc))
-        if grad_b is not None:
-            grad_b.add_(g.sum(0, dtype=acc))
+        if want_grad:
+            if grad_h is not None:
+                if rows is None:
+                    torch.mm(g.to(w.dtype), w, out=grad_h[s:e])
+                else:
+                    grad_h.index_copy_(0, rows[s:e], torch.mm(g.to(w.dtype), w))
+            if grad_w is not None:
+                grad_w.addmm_(g.t().to(acc), hc.to(acc))
+            if grad_b is not None:
+                grad_b.add_(g.sum(0, dtype=acc))
+        # freed before the next chunk's matmul allocates its logits: one chunk at a time at the peak
+        del logits, g, hc
     return plan.reduced(h.dtype), grad_h, grad_w, grad_b, plan.target_grad
 
 

@@ -134,8 +134,10 @@ def cross_entropy(
 
         l_n = -Σ_c w_c · t'_c · log softmax(x_n)_c
 
-    and ``'mean'`` divides by ``N·d1·…·dK``. The gradient is computed during the forward pass; the
-    logits are walked in chunks and no ``(N, C)`` temporary is kept beyond the gradient itself.
+    and ``'mean'`` divides by ``N·d1·…·dK``. The gradient is computed during the forward pass and no
+    ``(N, C)`` temporary is kept beyond the gradient itself. On the CPU, fp32/bf16 logits with class
+    indices (no ``softcap``) run on losskit's C++ kernel, which reads each row once (see the README's
+    "The CPU kernel"); otherwise the logits are walked in cache-sized chunks of torch ops.
 
     Args:
         input: logits, ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``; float16/bfloat16 accumulate in fp32.

@@ -47,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise CliError(f"cannot create --out folder {args.out}: {err.strerror}") from None
     console = rich_console.Console()
+    from .. import _native
+
+    console.print(f"cross-entropy CPU kernel: {_native.status()}")
     plan = {s: getattr(bench_cases, f"{s}_cases")(quick=args.quick)[: args.max_cases] for s in suites}
     total = sum(len(c.impls) for cases in plan.values() for c in cases)
     all_rows: dict[str, list[dict]] = {}
