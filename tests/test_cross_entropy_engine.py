@@ -430,10 +430,15 @@ def test_inplace_layouts_match_torch(layout):
         assert_close_to(ours, ref, torch.float64, what)
 
 
+# float64 takes the torch-op engine, float32/bfloat16 losskit's CPU kernel (which writes through a raw pointer)
+MISUSE_DTYPES = [torch.float64, torch.float32, torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype", MISUSE_DTYPES, ids=str)
 @pytest.mark.parametrize("producer", ["exp", "tanh", "sigmoid"])
-def test_inplace_over_logits_saved_by_their_producer_raises_at_backward(producer):
+def test_inplace_over_logits_saved_by_their_producer_raises_at_backward(producer, dtype):
     """(a) The op that made the logits saved its output for backward: autograd's version-counter error."""
-    h, w = _h_w(5, 4, 3, _gen("misuse-a", producer))
+    h, w = _h_w(5, 4, 3, _gen("misuse-a", producer), dtype)
     y = torch.tensor([0, 1, 2, 3, 0])
     x = getattr(torch, producer)(h @ w.T)
     loss = LF.cross_entropy(x, y, inplace=True)  # the call itself is fine
@@ -441,9 +446,10 @@ def test_inplace_over_logits_saved_by_their_producer_raises_at_backward(producer
         loss.backward()
 
 
-def test_inplace_over_logits_saved_by_another_consumer_raises_at_backward():
+@pytest.mark.parametrize("dtype", MISUSE_DTYPES, ids=str)
+def test_inplace_over_logits_saved_by_another_consumer_raises_at_backward(dtype):
     """(a') Another op saved the logits as its input before the in-place call: error at backward."""
-    h, w = _h_w(5, 4, 3, _gen("misuse-a2"))
+    h, w = _h_w(5, 4, 3, _gen("misuse-a2"), dtype)
     x = h @ w.T
     aux = x.pow(2).sum()  # pow saves x
     loss = LF.cross_entropy(x, torch.tensor([0, 1, 2, 3, 0]), inplace=True) + aux

@@ -225,6 +225,8 @@ class RowPlan:
             None if row_scale is None else row_scale.float().contiguous(),
             self.rows[s:e],
         )
+        if out is not None:  # written through a raw pointer: tell autograd, as an in-place torch op would
+            torch.autograd.graph.increment_version(out)
         return grad
 
     def native(self, dtype) -> bool:

@@ -1,8 +1,8 @@
 // losskit's CPU cross-entropy kernel: loss and gradient of class-index cross entropy, one row at a time.
 //
-// Built on first use by losskit/_native.py (g++ -O3 -march=native, plain C ABI, loaded with ctypes; the
-// Python side splits the rows over threads, ctypes releasing the GIL). Without a compiler losskit uses its
-// torch-op path, which computes the same formulas.
+// Built on first use by losskit/_native.py (g++ -O3 -march=native, plain C ABI, loaded with ctypes, which
+// releases the GIL for the call); rows are split over std::threads inside the call. Without a compiler
+// losskit uses its torch-op path, which computes the same formulas.
 //
 // Per row x (C logits, float or bfloat16 storage, fp32 arithmetic, per-row scalars in double), target y
 // (-1: ignored), class weights w (ones when absent, W = Σ_c w_c), smoothing ε, z-loss coefficient z:
@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -47,9 +48,10 @@ inline v16f vexp(v16f x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    v16i n = __builtin_convertvector(fn, v16i);
-    n = n < -252 ? -252 : n;
-    n = n > 254 ? 254 : n;
+    // clamp before converting (NaN and ±inf included: their results are masked or NaN through p below)
+    v16f fc = fn > -252.0f ? fn : splat(-252.0f);
+    fc = fc < 254.0f ? fc : splat(254.0f);
+    const v16i n = __builtin_convertvector(fc, v16i);
     const v16i n1 = n >> 1, n2 = n - n1;
     v16f f1, f2;
     const v16i b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
@@ -255,15 +257,45 @@ int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int
 
 extern "C" {
 
-int losskit_kernel_version() { return 1; }
+int losskit_kernel_version() { return 2; }
 
-int64_t losskit_ce_rows(int dtype, const void* x, int64_t ldx, void* g, int64_t ldg, int64_t r0, int64_t r1, int64_t c,
+// Rows [0, n) split into `threads` contiguous ranges, one std::thread each (the caller's thread takes the
+// first). One call from Python: nothing outlives it, so an interrupted or forked caller never sees threads
+// still writing into its buffers. Returns 0, 1 + the first row whose target is outside [0, C), or -1 when
+// memory for a scratch row could not be had.
+int64_t losskit_ce_rows(int dtype, const void* x, int64_t ldx, void* g, int64_t ldg, int64_t n, int64_t c,
                         const int64_t* y, const float* w, double w_sum, double eps, double z, double scale,
-                        const float* row_scale, float* rows) {
+                        const float* row_scale, float* rows, int threads) {
     const Options o{y, w, w_sum, eps, z, scale, row_scale, rows};
-    if (dtype == 0)
-        return rows_kernel<F32>(static_cast<const float*>(x), ldx, static_cast<float*>(g), ldg, r0, r1, c, o);
-    return rows_kernel<BF16>(static_cast<const uint16_t*>(x), ldx, static_cast<uint16_t*>(g), ldg, r0, r1, c, o);
+    auto part = [&](int64_t r0, int64_t r1) -> int64_t {
+        try {
+            if (dtype == 0)
+                return rows_kernel<F32>(static_cast<const float*>(x), ldx, static_cast<float*>(g), ldg, r0, r1, c,
+                                        o);
+            return rows_kernel<BF16>(static_cast<const uint16_t*>(x), ldx, static_cast<uint16_t*>(g), ldg, r0, r1,
+                                     c, o);
+        } catch (...) {  // the bf16 scratch row could not be allocated; nothing may escape a thread
+            return -1;
+        }
+    };
+    if (threads > n) threads = int(n);
+    if (threads <= 1) return part(0, n);
+    std::vector<int64_t> bad(size_t(threads), 0);
+    std::vector<std::thread> pool;
+    pool.reserve(size_t(threads - 1));
+    for (int k = 1; k < threads; ++k) {
+        const int64_t r0 = n * k / threads, r1 = n * (k + 1) / threads;
+        try {
+            pool.emplace_back([&, k, r0, r1] { bad[size_t(k)] = part(r0, r1); });
+        } catch (...) {  // no thread to be had: do that range here
+            bad[size_t(k)] = part(r0, r1);
+        }
+    }
+    bad[0] = part(0, n / threads);
+    for (auto& t : pool) t.join();
+    for (const int64_t b : bad)
+        if (b) return b;
+    return 0;
 }
 
 }  // extern "C"
