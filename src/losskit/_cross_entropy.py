@@ -189,6 +189,7 @@ class RowPlan:
         self.rows = torch.empty(n, dtype=acc, device=device)
         self.target_grad = None  # set to a (rows, C) buffer to get ∂loss/∂target for probability targets
         self.y_kernel = None  # targets for the CPU kernel (-1 = ignored), made on its first chunk
+        self.kernel_scalars = None  # (Σ w, the reduction's scale, fp32 weights) as the kernel takes them
 
     def kernel_ok(self, xc, out=None) -> bool:
         """Whether these logits take losskit's CPU kernel (:mod:`losskit._native`): class-index targets, no
