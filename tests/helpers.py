@@ -20,10 +20,12 @@ What it checks (see :data:`TOLERANCES`):
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 # rtol/atol per dtype. float64/float32: direct comparison with torch. float16/bfloat16: the slack allowed
 # on top of torch's own error against the float64 truth (about one unit in the last place).
@@ -211,3 +213,102 @@ LEGACY = [
     (None, True),
     (False, False),
 ]
+
+
+# ---------------------------------------------------------------- cross-entropy problems (shared by its test files)
+
+
+def seeded(*key: object) -> torch.Generator:
+    """A generator seeded from a test case's parameters (fixed across runs, different across cases)."""
+    return torch.Generator().manual_seed(zlib.crc32(repr(key).encode()))
+
+
+def num_classes(shape: tuple[int, ...]) -> int:
+    """C of (C,), (N, C) or (N, C, d1, ..., dK) logits."""
+    return shape[0] if len(shape) == 1 else shape[1]
+
+
+def target_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The class-index target's shape for logits of ``shape``: (), (N,) or (N, d1, ..., dK)."""
+    return () if len(shape) == 1 else (shape[0], *shape[2:])
+
+
+def randn_logits(shape, g: torch.Generator, scale: float) -> torch.Tensor:
+    return torch.randn(shape, generator=g, dtype=torch.float64) * scale
+
+
+def class_weights(c: int, g: torch.Generator) -> torch.Tensor:
+    """Positive class weights in [0.1, 2.0), float64."""
+    return torch.rand(c, generator=g, dtype=torch.float64) * 1.9 + 0.1
+
+
+def class_target(shape, g: torch.Generator, ignore_index: int | None = None) -> torch.Tensor:
+    """Class indices in [0, C); with ``ignore_index``, every third one (from the second) is ignored."""
+    y = torch.randint(0, num_classes(shape), target_shape(shape), generator=g)
+    if ignore_index is not None:
+        y.view(-1)[1::3] = ignore_index
+    return y
+
+
+def prob_target(shape, g: torch.Generator) -> torch.Tensor:
+    """Rows (along the class dim) of softmax(2·randn)."""
+    return torch.softmax(torch.randn(shape, generator=g, dtype=torch.float64) * 2, dim=0 if len(shape) == 1 else 1)
+
+
+def ce_problem(shape, target_kind: str, options: str, g: torch.Generator, ignore_index: int = 1, scale: float = 3.0):
+    """``(inputs, kwargs)`` of a cross-entropy case for ``assert_matches_torch``.
+
+    ``target_kind``: 'index' or 'prob'. ``options``: '+'-joined subset of ``w`` (class weights), ``ii``
+    (ignore_index, class targets only), ``ls`` (label smoothing 0.2), or ``plain``.
+    """
+    opts = set(options.split("+")) - {"plain"}
+    x = randn_logits(shape, g, scale)
+    if target_kind == "index":
+        y = class_target(shape, g, ignore_index if "ii" in opts else None)
+    else:
+        assert "ii" not in opts
+        y = prob_target(shape, g)
+    inputs = {"input": x, "target": y, "weight": class_weights(num_classes(shape), g) if "w" in opts else None}
+    kwargs = {"label_smoothing": 0.2 if "ls" in opts else 0.0}
+    if "ii" in opts:
+        kwargs["ignore_index"] = ignore_index
+    return inputs, kwargs
+
+
+def oracle_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """Plain float64 math: torch's per-row CE of the capped logits plus ``z·lse²`` on the kept rows.
+
+    ``'mean'`` divides by the CE mean's own denominator: ``Σ w_y`` over kept rows (class indices), the
+    number of rows (probabilities).
+    """
+    capped = softcap * torch.tanh(input / softcap) if softcap is not None else input
+    probabilities = target.is_floating_point()
+    kw = {"weight": weight, "label_smoothing": label_smoothing, "reduction": "none"}
+    if not probabilities:
+        kw["ignore_index"] = ignore_index
+    ce = F.cross_entropy(capped, target, **kw)
+    lse = torch.logsumexp(capped, dim=0 if input.dim() == 1 else 1)
+    z_rows = z_loss * lse * lse
+    if probabilities:
+        rows = ce + z_rows
+        denom = torch.tensor(float(ce.numel()), dtype=input.dtype)
+    else:
+        kept = target != ignore_index
+        rows = ce + torch.where(kept, z_rows, torch.zeros_like(z_rows))
+        safe = torch.where(kept, target, torch.zeros_like(target))
+        w_y = torch.ones_like(ce) if weight is None else weight[safe]
+        denom = torch.where(kept, w_y, torch.zeros_like(w_y)).sum()
+    if reduction == "none":
+        return rows
+    if reduction == "sum":
+        return rows.sum()
+    return rows.sum() / denom

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import warnings
-import zlib
 
 import pytest
 import torch
@@ -19,7 +18,11 @@ from hypothesis import strategies as st
 
 import losskit.functional as LF
 import losskit.nn as LN
-from helpers import TOLERANCES, assert_close_to, assert_matches_torch
+from helpers import TOLERANCES, assert_close_to, assert_matches_torch, class_target, randn_logits
+from helpers import class_weights as _weight
+from helpers import num_classes as _num_classes
+from helpers import seeded as _gen
+from helpers import target_shape as _target_shape
 
 REDUCTIONS = ("none", "mean", "sum")
 DTYPES = {"f64": torch.float64, "f32": torch.float32}
@@ -41,34 +44,13 @@ IGNORE_INDICES = {"ii-100": -100, "ii0": 0, "ii3": 3, "ii-1": -1, "ii1000": 1000
 SMOOTHINGS = {"ls0": 0.0, "ls0.1": 0.1, "ls0.7": 0.7, "ls1": 1.0, "ls-0.3": -0.3}
 
 
-def _gen(*key: object) -> torch.Generator:
-    """A generator seeded from the test case's parameters (fixed across runs, different across cases)."""
-    return torch.Generator().manual_seed(zlib.crc32(repr(key).encode()))
-
-
-def _num_classes(shape: tuple[int, ...]) -> int:
-    return shape[0] if len(shape) == 1 else shape[1]
-
-
-def _target_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return () if len(shape) == 1 else (shape[0], *shape[2:])
-
-
 def _logits(shape, g: torch.Generator, scale: float = 2.0) -> torch.Tensor:
-    return torch.randn(shape, generator=g, dtype=torch.float64) * scale
-
-
-def _weight(c: int, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(c, generator=g, dtype=torch.float64) * 1.9 + 0.1
+    return randn_logits(shape, g, scale)
 
 
 def _class_target(shape, ignore_index: int, g: torch.Generator) -> torch.Tensor:
     """Class indices in [0, C); every third one (from the second) is set to ``ignore_index``."""
-    c = _num_classes(shape)
-    y = torch.randint(0, c, _target_shape(shape), generator=g)
-    flat = y.view(-1)
-    flat[1::3] = ignore_index
-    return y
+    return class_target(shape, g, ignore_index)
 
 
 def _probability_target(shape, kind: str, g: torch.Generator) -> torch.Tensor:

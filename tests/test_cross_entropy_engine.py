@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import zlib
 
 import pytest
 import torch
@@ -29,70 +28,33 @@ import torch.nn.functional as F
 import losskit
 import losskit._cross_entropy as engine
 import losskit.functional as LF
-from helpers import assert_close_to, assert_error_no_worse, assert_matches_torch, cotangent
+from helpers import (
+    assert_close_to,
+    assert_error_no_worse,
+    assert_matches_torch,
+    cotangent,
+    oracle_cross_entropy,
+    randn_logits,
+)
+from helpers import ce_problem as _problem
+from helpers import class_target as _class_target
+from helpers import num_classes as _num_classes
+from helpers import seeded as _gen
+from helpers import target_shape as _target_shape
 
 REDUCTIONS = ("none", "mean", "sum")
 
 
-def _gen(*key: object) -> torch.Generator:
-    """A generator seeded from the test case's parameters (fixed across runs, different across cases)."""
-    return torch.Generator().manual_seed(zlib.crc32(repr(key).encode()))
-
-
-def _num_classes(shape: tuple[int, ...]) -> int:
-    return shape[0] if len(shape) == 1 else shape[1]
-
-
-def _num_rows(shape: tuple[int, ...]) -> int:
-    return math.prod(shape) // _num_classes(shape)
+def _logits(shape, g: torch.Generator, scale: float = 3.0) -> torch.Tensor:
+    return randn_logits(shape, g, scale)
 
 
 def _class_dim(shape: tuple[int, ...]) -> int:
     return 0 if len(shape) == 1 else 1
 
 
-def _target_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return () if len(shape) == 1 else (shape[0], *shape[2:])
-
-
-def _logits(shape, g: torch.Generator, scale: float = 3.0) -> torch.Tensor:
-    return torch.randn(shape, generator=g, dtype=torch.float64) * scale
-
-
-def _weight(c: int, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(c, generator=g, dtype=torch.float64) * 1.9 + 0.1
-
-
-def _class_target(shape, g: torch.Generator, ignore_index: int | None = None) -> torch.Tensor:
-    """Class indices in [0, C); with ``ignore_index``, every third one (from the second) is ignored."""
-    y = torch.randint(0, _num_classes(shape), _target_shape(shape), generator=g)
-    if ignore_index is not None:
-        y.view(-1)[1::3] = ignore_index
-    return y
-
-
-def _prob_target(shape, g: torch.Generator) -> torch.Tensor:
-    return torch.softmax(torch.randn(shape, generator=g, dtype=torch.float64) * 2, dim=_class_dim(shape))
-
-
-def _problem(shape, target_kind: str, options: str, g: torch.Generator, ignore_index: int = 1):
-    """``(inputs, kwargs)`` for ``assert_matches_torch``; ``options`` names the torch options used.
-
-    ``options``: '+'-joined subset of ``w`` (class weights), ``ii`` (ignore_index, class targets only),
-    ``ls`` (label smoothing 0.2), or ``plain``.
-    """
-    opts = set(options.split("+")) - {"plain"}
-    x = _logits(shape, g)
-    if target_kind == "index":
-        y = _class_target(shape, g, ignore_index if "ii" in opts else None)
-    else:
-        assert "ii" not in opts
-        y = _prob_target(shape, g)
-    inputs = {"input": x, "target": y, "weight": _weight(_num_classes(shape), g) if "w" in opts else None}
-    kwargs = {"label_smoothing": 0.2 if "ls" in opts else 0.0}
-    if "ii" in opts:
-        kwargs["ignore_index"] = ignore_index
-    return inputs, kwargs
+def _num_rows(shape: tuple[int, ...]) -> int:
+    return math.prod(shape) // _num_classes(shape)
 
 
 def _leaf(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -140,45 +102,6 @@ def test_tiny_chunks_float32_and_bf16(monkeypatch, chunk):
 
 
 # ===================================================================================== 2. z_loss / softcap
-
-
-def oracle_cross_entropy(
-    input: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-) -> torch.Tensor:
-    """Plain float64 math: torch's per-row CE of the capped logits plus ``z·lse²`` on the kept rows.
-
-    ``'mean'`` divides by the CE mean's own denominator: ``Σ w_y`` over kept rows (class indices), the
-    number of rows (probabilities).
-    """
-    capped = softcap * torch.tanh(input / softcap) if softcap is not None else input
-    probabilities = target.is_floating_point()
-    kw = {"weight": weight, "label_smoothing": label_smoothing, "reduction": "none"}
-    if not probabilities:
-        kw["ignore_index"] = ignore_index
-    ce = F.cross_entropy(capped, target, **kw)
-    lse = torch.logsumexp(capped, dim=_class_dim(tuple(input.shape)))
-    z_rows = z_loss * lse * lse
-    if probabilities:
-        rows = ce + z_rows
-        denom = torch.tensor(float(ce.numel()), dtype=input.dtype)
-    else:
-        kept = target != ignore_index
-        rows = ce + torch.where(kept, z_rows, torch.zeros_like(z_rows))
-        safe = torch.where(kept, target, torch.zeros_like(target))
-        w_y = torch.ones_like(ce) if weight is None else weight[safe]
-        denom = torch.where(kept, w_y, torch.zeros_like(w_y)).sum()
-    if reduction == "none":
-        return rows
-    if reduction == "sum":
-        return rows.sum()
-    return rows.sum() / denom
 
 
 @pytest.mark.parametrize("target_kind", ["index", "prob"])

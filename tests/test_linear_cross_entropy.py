@@ -28,13 +28,9 @@ import losskit
 import losskit.functional as LF
 import losskit.nn as LN
 from helpers import assert_close_to, assert_error_no_worse, assert_matches_torch, cotangent
+from helpers import seeded as _gen
 
 REDUCTIONS = ("none", "mean", "sum")
-
-
-def _gen(*key: object) -> torch.Generator:
-    """A generator seeded from the test case's parameters (fixed across runs, different across cases)."""
-    return torch.Generator().manual_seed(zlib.crc32(repr(key).encode()))
 
 
 # name -> (input shape, number of classes V); the target has the input's leading shape

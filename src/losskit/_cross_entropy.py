@@ -178,9 +178,6 @@ class RowPlan:
             self.w_y = self.valid.to(acc) if w is None else torch.where(self.valid, w[self.y_safe], self.zero)
             self.w_sum = float(c) if w is None else w.sum()
             self.denom = self.w_y.sum()  # 0 when every target is ignored: 0/0 = nan for 'mean', as in torch
-            # the ignored rows, found once per call (one host sync), whose gradient rows are zeroed per chunk
-            self.ignored = (~self.valid).nonzero().squeeze(1) if want_grad else None
-            self.ignored_rows = self.ignored.tolist() if want_grad else []  # host copy: chunks bisect it
             if eps > 0 and want_grad:
                 self.smooth_vec = torch.full((c,), eps / c, dtype=acc, device=device) if w is None else w * (eps / c)
         self.scale = 1.0 / self.denom if opts.reduction == "mean" and n else None
@@ -190,6 +187,14 @@ class RowPlan:
         self.target_grad = None  # set to a (rows, C) buffer to get ∂loss/∂target for probability targets
         self.y_kernel = None  # targets for the CPU kernel (-1 = ignored), made on its first chunk
         self.kernel_scalars = None  # (Σ w, the reduction's scale, fp32 weights) as the kernel takes them
+
+    @functools.cached_property
+    def ignored(self) -> tuple[torch.Tensor, list[int]]:
+        """The ignored rows, whose gradient rows the torch-op path zeroes chunk by chunk: found on its first
+        chunk with grad, once per call (one host sync), with a host copy that chunks bisect. The kernel
+        never needs them."""
+        rows = (~self.valid).nonzero().squeeze(1)
+        return rows, rows.tolist()
 
     def kernel_ok(self, xc, out=None) -> bool:
         """Whether these logits take losskit's CPU kernel (:mod:`losskit._native`): class-index targets, no
@@ -226,8 +231,6 @@ class RowPlan:
             None if row_scale is None else row_scale.float().contiguous(),
             self.rows[s:e],
         )
-        if out is not None:  # written through a raw pointer: tell autograd, as an in-place torch op would
-            torch.autograd.graph.increment_version(out)
         return grad
 
     def native(self, dtype) -> bool:
@@ -361,9 +364,10 @@ class RowPlan:
             if self.smooth_vec is not None:
                 smooth_vec = self.smooth_vec if row_scale is None else row_scale.unsqueeze(1) * self.smooth_vec
                 p.sub_(smooth_vec.to(p.dtype))
-            lo, hi = bisect.bisect_left(self.ignored_rows, s), bisect.bisect_left(self.ignored_rows, e)
+            ignored, ignored_rows = self.ignored
+            lo, hi = bisect.bisect_left(ignored_rows, s), bisect.bisect_left(ignored_rows, e)
             if hi > lo:
-                p.index_fill_(0, self.ignored[lo:hi] - s, 0.0)
+                p.index_fill_(0, ignored[lo:hi] - s, 0.0)
         if cap is not None:
             p.mul_(th.mul_(th).neg_().add_(1))  # d(s·tanh(x/s))/dx = 1 - tanh²
         if out is not None and p.data_ptr() != out.data_ptr():

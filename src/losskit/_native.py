@@ -198,6 +198,8 @@ def cross_entropy_rows(
         pointers[3],
         max(1, threads),
     )
+    if grad is not None:  # written through a raw pointer: tell autograd, as an in-place torch op would
+        torch.autograd.graph.increment_version(grad)
     if bad == -1:
         raise MemoryError(f"cross_entropy kernel: no memory for a scratch row of {c} floats")
     if bad:  # the checking layer validates targets first; this guards memory safety, not user input
