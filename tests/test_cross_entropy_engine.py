@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import losskit
-import losskit._cross_entropy as engine
+import losskit.engine.rows as engine
 import losskit.functional as LF
 from helpers import (
     assert_close_to,
@@ -79,7 +79,7 @@ def test_tiny_chunks_match_torch(monkeypatch, reduction, case, shape, chunk):
     target_kind, options = case
     monkeypatch.setattr(engine, "CHUNK_ELEMENTS", chunk)
     rows, c = _num_rows(shape), _num_classes(shape)
-    per_chunk = engine._rows_per_chunk(c)
+    per_chunk = engine.rows_per_chunk(c)
     assert per_chunk < rows, "the case must walk several chunks"
     if per_chunk > 1 and shape[0] == 51:
         assert rows % per_chunk != 0, "the case must have a ragged last chunk"

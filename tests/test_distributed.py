@@ -145,7 +145,7 @@ def _oracle(case: Case, x, y, w, ignore_index, go):
 
 def _run_case(case: Case, rank: int, world: int, group=None) -> dict:
     """One case on this rank (``rank``/``world`` within ``group``): value with and without grad, gradient."""
-    import losskit._cross_entropy as engine  # the chunk size the vocab-parallel engine shares
+    import losskit.engine.rows as engine  # the chunk size the vocab-parallel engine shares
 
     x, y, w, ignore_index, go = _make(case, world)
     ref, ref_grad = _oracle(case, x, y, w, ignore_index, go)

@@ -1,4 +1,4 @@
-"""losskit's CPU cross-entropy kernel (``losskit/kernels/cross_entropy.cpp``, loaded by ``losskit._native``).
+"""losskit's CPU cross-entropy kernel (``losskit/kernels/cross_entropy.cpp``, loaded by ``losskit.engine.native``).
 
 fp32 and bf16 class-index cross entropy on the CPU goes through the kernel whenever it is available, so the
 oracle grids of ``test_cross_entropy.py`` already run on it. This file checks what those grids cannot see:
@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-import losskit._cross_entropy as engine
+import losskit.engine.rows as engine
 import losskit.functional as LF
 from helpers import assert_close_to, assert_matches_torch, ce_problem, num_classes, oracle_cross_entropy
 from helpers import seeded as _gen
-from losskit import _native
+from losskit.engine import native as _native
 
 DISABLED = os.environ.get("LOSSKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
 needs_kernel = pytest.mark.skipif(DISABLED, reason="LOSSKIT_NATIVE=0 in the environment")
@@ -363,7 +363,7 @@ def test_kernel_fuzz_against_torch(n, c, scale, smoothing, weighted, reduction, 
 
 _CHILD = """
 import torch, losskit.functional as LF, torch.nn.functional as F
-from losskit import _native
+from losskit.engine import native as _native
 x = torch.randn(64, 2048)
 y = torch.randint(0, 2048, (64,))
 assert abs(float(LF.cross_entropy(x, y)) - float(F.cross_entropy(x, y))) < 1e-5

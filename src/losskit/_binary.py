@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._elementwise import Pointwise
+from .engine.pointwise import Pointwise
 
 _LOG_FLOOR = -100.0  # torch clamps log(p) and log(1-p) at -100 so that p = 0 or 1 gives a finite loss
 # ...and divides the gradient by max(p(1-p), 1e-12), its 1e-12 being a float32 constant in every dtype

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._elementwise import Pointwise
+from .engine.pointwise import Pointwise
 
 
 def kl_div(input: torch.Tensor, target: torch.Tensor, log_target: bool) -> torch.Tensor:

@@ -5,7 +5,7 @@ softmax is a small fraction. So rows with an ignored target are dropped before a
 chunk is sized for the weight-gradient matmul (its K is the rows per chunk).
 
 The rows of ``input`` are walked in chunks. Per chunk: ``logits = h @ W.T (+ b)`` (one matmul), the
-cross-entropy engine's :class:`~losskit._cross_entropy.RowPlan` turns them in place into the row losses
+cross-entropy engine's :class:`~losskit.engine.rows.RowPlan` turns them in place into the row losses
 and ``G = ∂loss/∂logits``, then ``∂h = G @ W`` and ``∂W += Gᵀ @ h`` (``∂b += Σ_rows G``). Only one
 chunk of logits exists at a time; for fp16/bf16 the weight gradient accumulates in fp32. Backward
 only scales the finished gradients by ``grad_output``; for ``reduction='none'`` it recomputes the
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from ._cross_entropy import CrossEntropyOptions, RowPlan, _acc_dtype, first_order_only
+from .engine.autograd import acc_dtype, first_order_only
+from .engine.rows import CrossEntropyOptions, RowPlan
 
 # Default size of one chunk of logits: half of the weight gradient it accumulates into, kept within [8, 64] MiB,
 # and at least MIN_CHUNK_ROWS rows while that stays within half the weight gradient. The weight gradient
@@ -52,7 +53,7 @@ def _pass(h, w, b, target, weight, opts, needs, step, rows=None, row_scale=None)
     a zero gradient. Each chunk of rows is gathered on the way, so no compacted copy of ``h`` is made.
     """
     n, v = target.shape[0], w.shape[0]
-    acc = _acc_dtype(h.dtype)
+    acc = acc_dtype(h.dtype)
     want_grad = any(needs[:3])
     plan = RowPlan(target, weight, opts, n, v, acc, h.device, want_grad)
     if needs[3]:  # a probability target that requires grad
@@ -116,7 +117,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         h, w, b, target, weight, rows = ctx.saved_tensors
         grads, ctx.grads = ctx.grads, None
         if ctx.opts.reduction == "none":
-            row_scale = grad_output.reshape(-1).to(_acc_dtype(h.dtype))
+            row_scale = grad_output.reshape(-1).to(acc_dtype(h.dtype))
             _, *grads = _pass(h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step, rows, row_scale=row_scale)
         else:
             if grads is None:  # a second backward through this graph (retain_graph=True): recompute

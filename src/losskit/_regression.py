@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ._elementwise import Pointwise
+from .engine.pointwise import Pointwise
 
 
 def squared_error(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

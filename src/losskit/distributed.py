@@ -42,8 +42,9 @@ import torch.distributed as dist
 
 from . import _checks, _reduction, functional
 from ._checks import LossError, LossTypeError, LossValueError
-from ._cross_entropy import as_rows
-from ._distributed import ShardOptions, VocabParallelCrossEntropy, acc_dtype, num_stats
+from .engine.autograd import acc_dtype
+from .engine.rows import as_rows
+from .engine.shards import ShardOptions, VocabParallelCrossEntropy, num_stats
 
 __all__ = [
     "communication_bytes",

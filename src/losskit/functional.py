@@ -17,14 +17,15 @@ import torch
 from . import (
     _binary,
     _checks,
-    _cross_entropy,
     _divergence,
-    _elementwise,
     _linear_cross_entropy,
     _ranking,
     _reduction,
     _regression,
 )
+from . import _nll as _nll_engine
+from .engine import pointwise as _elementwise
+from .engine import rows as _cross_entropy
 
 __all__ = [
     "binary_cross_entropy",
@@ -384,7 +385,7 @@ def nll_loss(
     reduction = _reduction.resolve(reduction, size_average, reduce)
     _checks.floating(fn, "input", input)
     _class_problem(fn, input, target, weight, ignore_index)
-    return _cross_entropy.nll_loss(input, target, weight, reduction, ignore_index)
+    return _nll_engine.nll_loss(input, target, weight, reduction, ignore_index)
 
 
 # --------------------------------------------------------------------------------------- regression

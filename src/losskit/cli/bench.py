@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise CliError(f"cannot create --out folder {args.out}: {err.strerror}") from None
     console = rich_console.Console()
-    from .. import _native
+    from ..engine import native as _native
 
     console.print(f"cross-entropy CPU kernel: {_native.status()}")
     plan = {s: getattr(bench_cases, f"{s}_cases")(quick=args.quick)[: args.max_cases] for s in suites}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("kernels") / "cross_entropy.cpp"
+SOURCE = Path(__file__).parent.parent / "kernels" / "cross_entropy.cpp"
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno"]
 KERNEL_VERSION = 2  # what losskit_kernel_version() must return
 BUILD_TIMEOUT_S = 120

@@ -14,7 +14,7 @@ smoothing ``ε``, z-loss ``z``, the engine makes two collectives of ``O(rows)`` 
 
    and the scalar ``W = Σ_c w_c`` (only with ``weight`` and ``ε > 0``; else ``W = C``).
 
-Then, exactly as the single-process engine (``losskit._cross_entropy``), with ``L = log S``::
+Then, exactly as the single-process engine (``losskit.engine.rows``), with ``L = log S``::
 
     l_n     = (1-ε)·w_y·(L - T) + ε/C·(W·L - A) + z·lse²          (0 for ignored rows)
     ∂l_n/∂x = p·((1-ε)·w_y + ε/C·W + 2·z·lse) - (1-ε)·w_y·onehot(y) - ε/C·w,   p = exp(x - lse)
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ._cross_entropy import _acc_dtype as acc_dtype
-from ._cross_entropy import _rows_per_chunk, first_order_only
+from .autograd import acc_dtype, first_order_only
+from .rows import rows_per_chunk
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def shard_pass(x, y, weight, opts: ShardOptions, want_grad: bool):
     direct = want_grad and x.dtype == acc  # keep exp(x - m) in the gradient buffer between the passes
     if want_grad:
         grad = torch.empty(x.shape, dtype=x.dtype, device=device)
-    step = _rows_per_chunk(cl)
+    step = rows_per_chunk(cl)
     for s in range(0, n, step):
         e = min(n, s + step)
         if direct:

@@ -4,7 +4,7 @@ Cross entropy is one autograd Function whose forward computes the row losses and
 grad, the gradient of the reduced loss, written once into the one (rows, C) buffer; backward only scales
 that buffer by ``grad_output``. Two paths compute the same formulas:
 
-* **the CPU kernel** (:mod:`losskit._native`, ``kernels/cross_entropy.cpp``) for fp32 and bf16 logits on the
+* **the CPU kernel** (:mod:`losskit.engine.native`, ``kernels/cross_entropy.cpp``) for fp32 and bf16 logits on the
   CPU with class-index targets and no softcap: each row is read from memory once, its max, sum of
   exponentials and gradient computed while it stays in cache, rows split over threads;
 * **torch ops** for everything else (CUDA, fp64/fp16, probability targets, softcap, no compiler): the rows
@@ -34,10 +34,10 @@ import functools
 from dataclasses import dataclass
 
 import torch
-from torch._C import _functions as _autograd_functions
 
-from . import _native
-from ._checks import LossValueError
+from .. import _checks
+from . import native
+from .autograd import acc_dtype, first_order_only
 
 # Rows per chunk are chosen so that one chunk of fp32 logits is about this many elements (2 MiB):
 # half of it per core fits the L2 cache, and the per-chunk Python overhead stays small.
@@ -54,36 +54,6 @@ class CrossEntropyOptions:
     inplace: bool = False
 
 
-def first_order_only(backward):
-    """Decorate an autograd ``backward`` whose gradient is precomputed: it runs without building a graph, and
-    under ``create_graph=True`` its outputs carry a node that raises a clear error if differentiated again
-    (torch's ``once_differentiable`` stays silent when ``grad_output`` does not require grad)."""
-
-    @functools.wraps(backward)
-    def wrapper(ctx, *grad_outputs):
-        with torch.no_grad():
-            grads = backward(ctx, *grad_outputs)
-        if not torch.is_grad_enabled():
-            return grads
-        message = (
-            f"losskit: {type(ctx).__name__.removesuffix('Backward').lstrip('_')} computes its gradient in the "
-            "forward pass and does not support higher-order gradients (create_graph=True); "
-            "use the torch reference for double backward"
-        ).encode()
-        live = [g.detach().requires_grad_() for g in grads if g is not None]
-        # the inputs that require grad join the error node, so that the engine meets it on the way back to them
-        anchors = [t for t in ctx.saved_tensors if t is not None and t.requires_grad]
-        wrapped = _autograd_functions.DelayedError(message, len(live) + len(anchors))(*live, *anchors)
-        wrapped = iter(wrapped if isinstance(wrapped, tuple) else (wrapped,))
-        return tuple(next(wrapped) if g is not None else None for g in grads)
-
-    return wrapper
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def as_rows(input: torch.Tensor) -> torch.Tensor:
     """View (C,), (N, C) or (N, C, d1, ..., dK) logits as (rows, C), the class dimension last."""
     if input.dim() == 1:
@@ -93,7 +63,7 @@ def as_rows(input: torch.Tensor) -> torch.Tensor:
     return input.movedim(1, -1).reshape(-1, input.shape[1])
 
 
-def _rows_per_chunk(num_classes: int) -> int:
+def rows_per_chunk(num_classes: int) -> int:
     return max(1, CHUNK_ELEMENTS // max(num_classes, 1))
 
 
@@ -112,7 +82,7 @@ class _CrossEntropy(torch.autograd.Function):
         want_grad = ctx.needs_input_grad[0]
         want_target_grad = ctx.needs_input_grad[1] and target.is_floating_point()
         inplace = opts.inplace and want_grad
-        loss, grad, ctx.target_grad = _fused_pass(
+        loss, grad, ctx.target_grad = fused_pass(
             x, target, weight, opts, want_grad, out=x if inplace else None, want_target_grad=want_target_grad
         )
         ctx.opts = opts
@@ -134,7 +104,7 @@ class _CrossEntropy(torch.autograd.Function):
                     "consumed by the first backward; a second backward (retain_graph=True) needs inplace=False"
                 )
             x, target, weight = ctx.saved_tensors
-            _, grad, target_grad = _fused_pass(
+            _, grad, target_grad = fused_pass(
                 x,
                 target,
                 weight,
@@ -197,12 +167,12 @@ class RowPlan:
         return rows, rows.tolist()
 
     def kernel_ok(self, xc, out=None) -> bool:
-        """Whether these logits take losskit's CPU kernel (:mod:`losskit._native`): class-index targets, no
+        """Whether these logits take losskit's CPU kernel (:mod:`losskit.engine.native`): class-index targets, no
         softcap, fp32 or bf16 rows with unit class stride, the gradient written in the logits' dtype."""
         return (
             not self.probabilities
             and self.opts.softcap is None
-            and _native.supports(xc)
+            and native.supports(xc)
             and (out is None or (out.dtype == xc.dtype and out.stride(1) == 1))
         )
 
@@ -219,7 +189,7 @@ class RowPlan:
         grad = None
         if want_grad:
             grad = out if out is not None else torch.empty(xc.shape, dtype=xc.dtype, device=xc.device)
-        _native.cross_entropy_rows(
+        native.cross_entropy_rows(
             xc,
             grad,
             self.y_kernel[s:e],
@@ -388,14 +358,14 @@ class RowPlan:
         return loss.to(dtype)
 
 
-def _fused_pass(x, target, weight, opts: CrossEntropyOptions, want_grad: bool, out=None, want_target_grad=False):
+def fused_pass(x, target, weight, opts: CrossEntropyOptions, want_grad: bool, out=None, want_target_grad=False):
     """Reduced loss and, if ``want_grad``, the gradient of the reduced loss w.r.t. ``x`` (rows, C).
 
     The only (rows, C) buffer is the gradient (``out`` when given, e.g. the logits themselves);
     everything else is one chunk of rows at a time. Without grad, nothing of size (rows, C) is made.
     """
     n, c = x.shape
-    acc = _acc_dtype(x.dtype)
+    acc = acc_dtype(x.dtype)
     plan = RowPlan(target, weight, opts, n, c, acc, x.device, want_grad)
     if want_target_grad:
         plan.target_grad = torch.empty(target.shape, dtype=target.dtype, device=target.device)
@@ -405,7 +375,7 @@ def _fused_pass(x, target, weight, opts: CrossEntropyOptions, want_grad: bool, o
     kernel = plan.kernel_ok(x)  # the CPU kernel walks all rows in one call, each row staying in cache
     # chunks write straight into the gradient buffer
     direct = want_grad and (x.dtype == acc or plan.native(x.dtype) or kernel)
-    step = max(n, 1) if kernel else _rows_per_chunk(c)
+    step = max(n, 1) if kernel else rows_per_chunk(c)
     for s in range(0, n, step):
         e = min(n, s + step)
         p = plan.chunk(x[s:e], s, e, want_grad, out=grad[s:e] if direct else None)
@@ -430,7 +400,7 @@ def cross_entropy(
         while root._base is not None:
             root = root._base
         if root.is_leaf:
-            raise LossValueError(
+            raise _checks.LossValueError(
                 "cross_entropy(inplace=True) would overwrite the logits, a leaf tensor (or a view of one) that "
                 "requires grad; use inplace=True on logits computed by the model, such as h @ W.T"
             )
@@ -448,29 +418,3 @@ def cross_entropy(
     if opts.reduction == "none":
         loss = loss.reshape(out_shape)
     return loss
-
-
-def nll_loss(
-    input: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None,
-    reduction: str,
-    ignore_index: int,
-) -> torch.Tensor:
-    """``-w_y · input[y]`` per row, 0 for ignored rows; ``'mean'`` divides by ``Σ w_y`` of the kept rows."""
-    x = as_rows(input)
-    y = target.reshape(-1).long()
-    valid = y != ignore_index
-    y_safe = torch.where(valid, y, torch.zeros_like(y))
-    picked = x.gather(1, y_safe.unsqueeze(1)).squeeze(1)
-    if weight is None:
-        w_y = valid.to(x.dtype)
-        loss = torch.where(valid, -picked, torch.zeros_like(picked))
-    else:
-        w_y = torch.where(valid, weight[y_safe], torch.zeros((), dtype=weight.dtype, device=weight.device))
-        loss = torch.where(valid, -picked * w_y, torch.zeros_like(picked))
-    if reduction == "none":
-        return loss.reshape(target.shape)
-    if reduction == "sum":
-        return loss.sum()
-    return loss.sum() / w_y.sum()

@@ -1,0 +1,39 @@
+"""Autograd helpers shared by the engines: the accumulation dtype and the first-order-only backward."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch._C import _functions as _autograd_functions
+
+
+def first_order_only(backward):
+    """Decorate an autograd ``backward`` whose gradient is precomputed: it runs without building a graph, and
+    under ``create_graph=True`` its outputs carry a node that raises a clear error if differentiated again
+    (torch's ``once_differentiable`` stays silent when ``grad_output`` does not require grad)."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grad_outputs):
+        with torch.no_grad():
+            grads = backward(ctx, *grad_outputs)
+        if not torch.is_grad_enabled():
+            return grads
+        message = (
+            f"losskit: {type(ctx).__name__.removesuffix('Backward').lstrip('_')} computes its gradient in the "
+            "forward pass and does not support higher-order gradients (create_graph=True); "
+            "use the torch reference for double backward"
+        ).encode()
+        live = [g.detach().requires_grad_() for g in grads if g is not None]
+        # the inputs that require grad join the error node, so that the engine meets it on the way back to them
+        anchors = [t for t in ctx.saved_tensors if t is not None and t.requires_grad]
+        wrapped = _autograd_functions.DelayedError(message, len(live) + len(anchors))(*live, *anchors)
+        wrapped = iter(wrapped if isinstance(wrapped, tuple) else (wrapped,))
+        return tuple(next(wrapped) if g is not None else None for g in grads)
+
+    return wrapper
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype sums are kept in: float64 for float64, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
