@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from ._checks import LossValueError
+from . import _checks
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -39,9 +39,7 @@ def resolve(
     """The effective reduction: the legacy pair wins when either is given (as in torch); validated."""
     if size_average is not None or reduce is not None:
         return legacy_get_string(size_average, reduce)
-    if not isinstance(reduction, str) or reduction not in allowed:
-        raise LossValueError(f"{reduction} is not a valid value for reduction (expected one of {', '.join(allowed)})")
-    return reduction
+    return _checks.reduction(reduction, allowed)
 
 
 def reduce_loss(loss: torch.Tensor, reduction: str) -> torch.Tensor:

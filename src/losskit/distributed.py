@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 
 from . import _checks, _reduction, functional
-from ._checks import LossError, LossTypeError, LossValueError
+from ._checks import LossError
 from .engine.autograd import acc_dtype
 from .engine.rows import as_rows
 from .engine.shards import ShardOptions, VocabParallelCrossEntropy, num_stats
@@ -77,16 +77,9 @@ _FINGERPRINT_PERIOD = 1021
 
 def _group_rank(fn: str, group) -> tuple[int, int]:
     """(rank, world size) in ``group``; a clear error when there is no process group to talk to."""
-    if not dist.is_available():
-        raise LossError(f"{fn}(): torch.distributed is not available in this build of torch")
-    if not dist.is_initialized():
-        raise LossValueError(
-            f"{fn}(): no process group: call torch.distributed.init_process_group(...) on every rank first "
-            "(backend 'gloo' for CPU tensors, 'nccl' for CUDA tensors)"
-        )
+    _checks.distributed.process_group(fn, dist.is_available(), dist.is_available() and dist.is_initialized())
     rank = dist.get_rank(group)
-    if rank < 0:
-        raise LossValueError(f"{fn}(): this process is not a member of the given process group")
+    _checks.distributed.process_group(fn, True, True, rank)
     return rank, dist.get_world_size(group)
 
 
@@ -120,23 +113,14 @@ def _agree(fn: str, group, rank: int, device, error: LossError | None, values) -
     both = torch.cat([v, -v])  # MAX of v and of -v: the max and the min in one all-reduce
     dist.all_reduce(both, op=dist.ReduceOp.MAX, group=group)
     hi, lo = both[: f + 1].tolist(), [-t for t in both[f + 1 :].tolist()]
-    if error is not None:
-        raise error
-    if hi[0] > 0:
-        raise LossValueError(
-            f"{fn}(): rank {int(hi[0]) - 1} of the group rejected its arguments (see the error raised there), "
-            "so no rank computed the loss"
-        )
+    _checks.distributed.own_error(error)
+    _checks.distributed.no_rank_failed(fn, int(hi[0]) - 1 if hi[0] > 0 else None)
     bad = [
         f"{name} (min {_describe(name, lo[i])}, max {_describe(name, hi[i])})"
         for i, name in enumerate(_FIELDS, start=1)
         if hi[i] != lo[i]
     ]
-    if bad:
-        raise LossValueError(
-            f"{fn}(): the ranks of the group disagree on " + "; ".join(bad) + ". Every rank must pass the same "
-            "target and options and an equal slice [r·C_local, (r+1)·C_local) of the class dimension"
-        )
+    _checks.distributed.ranks_agree(fn, bad)
 
 
 def _target_fingerprint(y: torch.Tensor) -> torch.Tensor:
@@ -227,30 +211,7 @@ def vocab_parallel_cross_entropy(
         reduction = _reduction.resolve(reduction)
         eps = _checks.label_smoothing(fn, label_smoothing)
         z = _checks.non_negative(fn, "z_loss", z_loss)
-        if not logits.is_floating_point():
-            raise LossTypeError(f"{fn}(): 'logits' must be a floating point tensor, got dtype {logits.dtype}")
-        if logits.dim() == 0:
-            raise LossValueError(f"{fn}(): 'logits' must have 1 or more dimensions (C_l,), (N, C_l), ..., got shape []")
-        if target.is_floating_point():
-            raise LossTypeError(
-                f"{fn}(): 'target' must hold global class indices (int64 or uint8); class-probability targets "
-                f"are not supported, got dtype {target.dtype}"
-            )
-        _checks.class_target(fn, logits, target)
-        if target.device != logits.device:
-            raise LossValueError(f"{fn}(): 'target' is on {target.device} but 'logits' on {logits.device}")
-        cl = logits.shape[0] if logits.dim() == 1 else logits.shape[1]
-        if cl == 0:
-            raise LossValueError(f"{fn}(): 'logits' has no classes on rank {rank} (shape {_checks.shape(logits)})")
-        if weight is not None:
-            if weight.dim() != 1 or weight.numel() != cl:
-                raise LossValueError(
-                    f"{fn}(): 'weight' must be rank {rank}'s slice of the class weights, of shape [{cl}] "
-                    f"(C_local), got shape {_checks.shape(weight)}"
-                )
-            _checks.same_dtype(fn, "weight", weight, logits, "logits")
-            if weight.device != logits.device:
-                raise LossValueError(f"{fn}(): 'weight' is on {weight.device} but 'logits' on {logits.device}")
+        cl = _checks.distributed.vocab_shard(fn, logits, target, weight, rank)
         _checks.class_range(fn, target, world * cl, ignore_index)
         rows = target.numel()
         values = [
@@ -305,8 +266,7 @@ def communication_bytes(
         >>> b["payload_bytes"], b["all_gather_ring_bytes_per_rank"]
         (49344, 262144000)
     """
-    if world_size < 1 or num_classes % world_size:
-        raise LossValueError(f"communication_bytes(): {num_classes} classes do not split over {world_size} ranks")
+    _checks.distributed.classes_split("communication_bytes", num_classes, world_size)
     cl = num_classes // world_size
     acc, item = acc_dtype(dtype).itemsize, dtype.itemsize
     k, extra = num_stats(weight, label_smoothing)
@@ -350,10 +310,8 @@ def _sum_over_ranks(fn: str, group, rank: int, device, error: LossError | None, 
         buf[1] = rank + 1
     dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=group)
     failed = float(buf[1])
-    if error is not None:
-        raise error
-    if failed:
-        raise LossValueError(f"{fn}(): another rank of the group rejected its arguments (see the error raised there)")
+    _checks.distributed.own_error(error)
+    _checks.distributed.no_rank_failed(fn, -1 if failed else None)
     return buf[0]
 
 
@@ -450,12 +408,7 @@ def data_parallel_cross_entropy(
     loss_sum = local = None
     device = _comm_device(group, input.device if isinstance(input, torch.Tensor) else None)
     try:
-        given = sorted({"reduction", "size_average", "reduce"} & cross_entropy_options.keys())
-        if given:
-            raise LossValueError(
-                f"{fn}(): {', '.join(given)} cannot be given: the loss is the mean over the global batch; "
-                "use losskit.functional.cross_entropy for other reductions"
-            )
+        _checks.distributed.global_mean_options(fn, cross_entropy_options)
         loss_sum = functional.cross_entropy(input, target, reduction="sum", **cross_entropy_options)
         if num_items_in_batch is None:
             ignore_index = cross_entropy_options.get("ignore_index", -100)
@@ -464,8 +417,7 @@ def data_parallel_cross_entropy(
         error = e
     if num_items_in_batch is None:
         denom = _sum_over_ranks(fn, group, rank, device, error, local)
-    elif error is not None:
-        raise error
     else:
+        _checks.distributed.own_error(error)
         denom = torch.as_tensor(num_items_in_batch, device=loss_sum.device).to(torch.float64)
     return loss_sum * (world / denom).to(loss_sum.device, loss_sum.dtype)

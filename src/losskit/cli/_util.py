@@ -9,28 +9,14 @@ from types import ModuleType
 
 _EXTRA = "pip install 'losskit[cli]'"
 
-# short names people type, mapped to the torch.nn.functional (or Keras) name
-_ALIASES = {
-    "ce": "cross_entropy",
-    "crossentropy": "cross_entropy",
-    "nll": "nll_loss",
-    "bce": "binary_cross_entropy",
-    "bce_with_logits": "binary_cross_entropy_with_logits",
-    "bcewithlogits": "binary_cross_entropy_with_logits",
-    "mse": "mse_loss",
-    "l2": "mse_loss",
-    "l1": "l1_loss",
-    "mae": "l1_loss",
-    "smooth_l1": "smooth_l1_loss",
-    "huber": "huber_loss",
-    "kl": "kl_div",
-    "kl_div_loss": "kl_div",
-    "soft_margin": "soft_margin_loss",
-    "margin_ranking": "margin_ranking_loss",
-    "multilabel_margin": "multilabel_margin_loss",
-    "cce": "categorical_crossentropy",
-    "binary_crossentropy_keras": "binary_crossentropy",
-}
+# short names of the Keras losses the CLI explains; the torch losses' short names live in the catalog
+_KERAS_ALIASES = {"cce": "categorical_crossentropy", "binary_crossentropy_keras": "binary_crossentropy"}
+
+
+def _aliases() -> dict[str, str]:
+    from .._catalog import aliases
+
+    return {**aliases(), **_KERAS_ALIASES}
 
 
 class CliError(Exception):
@@ -66,7 +52,7 @@ def pyplot(command: str):
 def loss_name(name: str, known: list[str] | tuple[str, ...], command: str) -> str:
     """Resolve ``name`` (any case, ``-`` or ``_``, with or without ``_loss``) to one of ``known``."""
     key = name.strip().lower().replace("-", "_")
-    for candidate in (key, _ALIASES.get(key), f"{key}_loss", key.removesuffix("_loss")):
+    for candidate in (key, _aliases().get(key), f"{key}_loss", key.removesuffix("_loss")):
         if candidate in known:
             return candidate
     raise CliError(f"unknown loss {name!r} for `losskit {command}`; choose from: {', '.join(known)}")

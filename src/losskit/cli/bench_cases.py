@@ -52,30 +52,22 @@ def setup_cross_entropy(params: dict, impl: str):
 
 
 def setup_elementwise(params: dict, impl: str):
+    """One element-wise loss of the catalog on its own sample problem, the typical keywords of its entry."""
     import torch
     import torch.nn.functional as TF
 
     import losskit.functional as LF
+    from losskit._catalog import get
 
-    shape, name = tuple(params["shape"]), params["loss"]
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(shape, generator=gen)
-    b = torch.randn(shape, generator=gen)
-    if name == "binary_cross_entropy":
-        a, b = a.sigmoid(), torch.rand(shape, generator=gen)
-    elif name in ("binary_cross_entropy_with_logits",):
-        b = torch.rand(shape, generator=gen)
-    elif name == "soft_margin_loss":
-        b = b.sign()
-    elif name == "kl_div":
-        a, b = a.log_softmax(-1), b.softmax(-1)
-    kwargs = {"reduction": "batchmean"} if name == "kl_div" else {}
-    fn = getattr({"torch": TF, "losskit": LF}[impl], name)
+    entry = get(params["loss"])
+    problem = entry.sample(tuple(params["shape"]), torch.float32, torch.Generator().manual_seed(0))
+    a, *rest = problem.args
+    fn = getattr({"torch": TF, "losskit": LF}[impl], entry.name)
 
     def make():
         return (a.clone().requires_grad_(),)
 
-    return make, (lambda x: fn(x, b, **kwargs)), True
+    return make, (lambda x: fn(x, *rest, **entry.typical)), True
 
 
 def setup_linear_cross_entropy(params: dict, impl: str):
@@ -108,16 +100,11 @@ SUITES: dict[str, Callable] = {
     "elementwise": setup_elementwise,
 }
 
-ELEMENTWISE = (
-    "mse_loss",
-    "l1_loss",
-    "smooth_l1_loss",
-    "huber_loss",
-    "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "kl_div",
-    "soft_margin_loss",
-)
+
+def elementwise_names() -> tuple[str, ...]:
+    from losskit._catalog import entries
+
+    return tuple(e.name for e in entries() if e.bench == "elementwise")
 
 
 def cross_entropy_cases(quick: bool = False) -> list[Case]:
@@ -143,7 +130,7 @@ def cross_entropy_cases(quick: bool = False) -> list[Case]:
 
 def elementwise_cases(quick: bool = False) -> list[Case]:
     shape = [1024, 1024] if quick else [4096, 4096]
-    names = ELEMENTWISE[:3] if quick else ELEMENTWISE
+    names = ("mse_loss", "binary_cross_entropy_with_logits", "kl_div") if quick else elementwise_names()
     return [
         Case(
             "elementwise",

@@ -1,4 +1,4 @@
-"""``losskit explain``: one loss computed step by step, the way seed 003 teaches cross entropy.
+"""``losskit explain``: one loss computed step by step, from the logits to the value and its gradient.
 
 The steps are plain float64 torch ops (max-shift, exp, softmax, log-probabilities, weights, smoothing,
 reduction, gradient); the final ``value:`` line is ``losskit``'s own result, and the command checks
@@ -76,21 +76,29 @@ def _kwargs(spec: _Spec, p: _steps.Problem) -> tuple[dict, str]:
     return kwargs, "".join(f", {s}" for s in shown)
 
 
+_TORCH_OPTIONS = ("weight", "pos_weight", "reduction", "label_smoothing", "ignore_index", "beta", "delta", "log_target")
+
+
+def _torch_specs() -> dict[str, _Spec]:
+    """Every catalog loss with a step-by-step explanation in :mod:`._steps`; its options are the ones in its
+    signature that the command has flags for."""
+    import inspect
+
+    from .._catalog import entries
+
+    specs = {}
+    for entry in entries():
+        steps = getattr(_steps, entry.name, None)
+        if steps is None:
+            continue
+        params = inspect.signature(entry.function).parameters
+        options = tuple(o for o in _TORCH_OPTIONS if o in params)
+        specs[entry.name] = _Spec(steps, options, entry.reductions, index_target=entry.family == "classification")
+    return specs
+
+
 _LOSSES: dict[str, _Spec] = {
-    "cross_entropy": _Spec(
-        _steps.cross_entropy, ("weight", "reduction", "label_smoothing", "ignore_index"), index_target=True
-    ),
-    "nll_loss": _Spec(_steps.nll_loss, ("weight", "reduction", "ignore_index"), index_target=True),
-    "binary_cross_entropy": _Spec(_steps.binary_cross_entropy, ("weight", "reduction")),
-    "binary_cross_entropy_with_logits": _Spec(
-        _steps.binary_cross_entropy_with_logits, ("weight", "pos_weight", "reduction")
-    ),
-    "mse_loss": _Spec(_steps.mse_loss, ("weight", "reduction")),
-    "l1_loss": _Spec(_steps.l1_loss, ("weight", "reduction")),
-    "smooth_l1_loss": _Spec(_steps.smooth_l1_loss, ("reduction", "beta")),
-    "huber_loss": _Spec(_steps.huber_loss, ("weight", "reduction", "delta")),
-    "kl_div": _Spec(_steps.kl_div, ("reduction", "log_target"), reductions=("none", "batchmean", "mean", "sum")),
-    "soft_margin_loss": _Spec(_steps.soft_margin_loss, ("reduction",)),
+    **_torch_specs(),
     "categorical_crossentropy": _Spec(
         _keras_steps.categorical_crossentropy,
         ("reduction", "label_smoothing", "from_logits"),

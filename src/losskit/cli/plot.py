@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .._catalog import Curve, entries
 from ._util import CliError, loss_name, pyplot, save_figure
 
 _POINTS = 601
@@ -36,103 +37,12 @@ _AXES = {
 }
 
 
-@dataclass(frozen=True)
-class _Curve:
-    axis: str
-    label: str
-    loss: Callable[[Tensor], Tensor]  # one loss per point of the x axis, from losskit.functional
+def _curves() -> dict[str, Curve]:
+    """Every catalog loss that says how it is drawn (its ``plot`` curve)."""
+    return {e.name: e.plot for e in entries() if e.plot is not None}
 
 
-def _curves(args: argparse.Namespace) -> dict[str, _Curve]:
-    import losskit.functional as F
-
-    def zeros(x):
-        return torch.zeros_like(x)
-
-    def ones(x):
-        return torch.ones_like(x)
-
-    def two_class_log_probs(p):
-        return torch.stack([p.log(), (1 - p).log()], 1)
-
-    classes = args.classes
-    kl_target = torch.tensor([0.7, 0.3], dtype=torch.float64)
-    return {
-        "mse_loss": _Curve("error", "mse_loss", lambda d: F.mse_loss(d, zeros(d), reduction="none")),
-        "l1_loss": _Curve("error", "l1_loss", lambda d: F.l1_loss(d, zeros(d), reduction="none")),
-        "smooth_l1_loss": _Curve(
-            "error",
-            f"smooth_l1_loss (β = {args.beta:g})",
-            lambda d: F.smooth_l1_loss(d, zeros(d), reduction="none", beta=args.beta),
-        ),
-        "huber_loss": _Curve(
-            "error",
-            f"huber_loss (δ = {args.delta:g})",
-            lambda d: F.huber_loss(d, zeros(d), reduction="none", delta=args.delta),
-        ),
-        "cross_entropy": _Curve(
-            "score",
-            f"cross_entropy (C = {classes}, other logits 0)",
-            lambda z: F.cross_entropy(
-                torch.cat([z[:, None], z.new_zeros(len(z), classes - 1)], 1),
-                torch.zeros(len(z), dtype=torch.int64),
-                reduction="none",
-            ),
-        ),
-        "binary_cross_entropy_with_logits": _Curve(
-            "score",
-            "binary_cross_entropy_with_logits (target 1)",
-            lambda z: F.binary_cross_entropy_with_logits(z, ones(z), reduction="none"),
-        ),
-        "soft_margin_loss": _Curve(
-            "score", "soft_margin_loss (y = +1)", lambda z: F.soft_margin_loss(z, ones(z), reduction="none")
-        ),
-        "margin_ranking_loss": _Curve(
-            "score",
-            "margin_ranking_loss (y = +1, margin = 1)",
-            lambda z: F.margin_ranking_loss(z, zeros(z), ones(z), margin=1.0, reduction="none"),
-        ),
-        "multilabel_margin_loss": _Curve(
-            "score",
-            "multilabel_margin_loss (C = 2, class 0 true)",
-            lambda z: F.multilabel_margin_loss(
-                torch.stack([z, zeros(z)], 1),
-                torch.tensor([[0, -1]], dtype=torch.int64).expand(len(z), 2),
-                reduction="none",
-            ),
-        ),
-        "binary_cross_entropy": _Curve(
-            "probability",
-            "binary_cross_entropy (target 1)",
-            lambda p: F.binary_cross_entropy(p, ones(p), reduction="none"),
-        ),
-        "nll_loss": _Curve(
-            "probability",
-            "nll_loss (input log p, C = 2)",
-            lambda p: F.nll_loss(two_class_log_probs(p), torch.zeros(len(p), dtype=torch.int64), reduction="none"),
-        ),
-        "kl_div": _Curve(
-            "probability",
-            "kl_div (q = [p, 1-p] from t = [0.7, 0.3])",
-            lambda p: F.kl_div(two_class_log_probs(p), kl_target.expand(len(p), 2), reduction="none").sum(1),
-        ),
-    }
-
-
-_NAMES = (
-    "mse_loss",
-    "l1_loss",
-    "smooth_l1_loss",
-    "huber_loss",
-    "cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "soft_margin_loss",
-    "margin_ranking_loss",
-    "multilabel_margin_loss",
-    "binary_cross_entropy",
-    "nll_loss",
-    "kl_div",
-)
+_NAMES = tuple(_curves())
 
 
 def add_parser(commands) -> None:
@@ -162,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if args.output.suffix.lower() != ".png":
         raise CliError(f"the output file must end in .png, got {args.output}")
     plt = pyplot("plot")
-    curves = _curves(args)
+    curves = _curves()
+    params = {"beta": args.beta, "delta": args.delta, "classes": args.classes}
     axes_used = list(dict.fromkeys(curves[n].axis for n in names))
     fig, panels = plt.subplots(2, len(axes_used), figsize=(6.2 * len(axes_used), 7.4), squeeze=False)
     styles = ("-", "--", "-.", ":")
@@ -172,11 +83,11 @@ def run(args: argparse.Namespace) -> int:
         x = torch.linspace(axis.lo, axis.hi, _POINTS, dtype=torch.float64)
         members = [n for n in names if curves[n].axis == axis_name]
         for i, name in enumerate(members):
-            value, slope = _evaluate(curves[name].loss, x)
+            value, slope = _evaluate(lambda t, c=curves[name]: c.loss(t, params), x)
             color = f"C{names.index(name) % 10}"
             style = styles[i % len(styles)]
-            top.plot(x, value, style, color=color, linewidth=2, label=curves[name].label)
-            bottom.plot(x, slope, style, color=color, linewidth=2, label=curves[name].label)
+            top.plot(x, value, style, color=color, linewidth=2, label=curves[name].label.format(**params))
+            bottom.plot(x, slope, style, color=color, linewidth=2, label=curves[name].label.format(**params))
         top.set_title("loss")
         bottom.set_title("derivative (autograd)")
         top.set_ylabel("loss")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import _reduction
+
 CHUNK_ELEMENTS = 1 << 17
 _SUMMED_DTYPES = (torch.float32, torch.float64)  # low precision keeps the element-wise sum (torch's accuracy)
 
@@ -154,3 +156,22 @@ def fast_path_ok(x: torch.Tensor, t: torch.Tensor, *extras: torch.Tensor | None)
 def pointwise(spec: Pointwise, x, t, w, params, reduction: str, mean_over_weights: bool = False) -> torch.Tensor:
     """The reduced element-wise loss of ``x`` against ``t`` (weighted by ``w``) through the chunked engine."""
     return _PointwiseFn.apply(x, t, w, spec, params, reduction, mean_over_weights)
+
+
+def reduce_weighted(loss, weight, reduction: str, mean_over_weights: bool):
+    """Reduce an element-wise loss, optionally multiplied by ``weight``: with ``mean_over_weights`` the mean
+    divides by ``Σ weight`` (torch's mse/l1), otherwise by the element count (torch's huber)."""
+    if weight is None:
+        return _reduction.reduce_loss(loss, reduction)
+    loss = loss * weight
+    if reduction == "mean" and mean_over_weights:
+        return loss.sum() / weight.sum()
+    return _reduction.reduce_loss(loss, reduction)
+
+
+def route(spec, reference, input, target, weight, reduction, params=None, *, mean_over_weights=False, extras=()):
+    """Route an element-wise loss: the chunked engine when it covers the call exactly, else the plain
+    PyTorch ``reference()`` (element-wise loss) differentiated by autograd and reduced here."""
+    if fast_path_ok(input, target, weight, *extras):
+        return pointwise(spec, input, target, weight, params, reduction, mean_over_weights)
+    return reduce_weighted(reference(), weight, reduction, mean_over_weights)

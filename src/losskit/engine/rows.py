@@ -98,11 +98,12 @@ class _CrossEntropy(torch.autograd.Function):
         target_grad, ctx.target_grad = ctx.target_grad, None
         if (ctx.needs_input_grad[0] and grad is None) or (ctx.needs_input_grad[1] and target_grad is None):
             # a second backward through this graph: recompute
-            if ctx.opts.inplace:
-                raise RuntimeError(
-                    "cross_entropy(inplace=True): the gradient was written over the logits and has been "
-                    "consumed by the first backward; a second backward (retain_graph=True) needs inplace=False"
-                )
+            _checks.gradient_available(
+                "cross_entropy(inplace=True)",
+                not ctx.opts.inplace,
+                "the gradient was written over the logits and has been consumed by the first backward; "
+                "a second backward (retain_graph=True) needs inplace=False",
+            )
             x, target, weight = ctx.saved_tensors
             _, grad, target_grad = fused_pass(
                 x,
@@ -180,9 +181,12 @@ class RowPlan:
         """:meth:`chunk` on losskit's CPU kernel: one call for all of rows ``[s, e)``, each row read once."""
         if self.y_kernel is None:
             self.y_kernel = torch.where(self.valid, self.y_safe, -1)
+            scale = 1.0
+            if self.scale is not None:  # 1 / Σ w_y summed in a fixed order: the same for any thread count
+                scale = float(1.0 / native.fixed_order_sum(self.w_y))
             self.kernel_scalars = (
                 float(self.w_sum),
-                1.0 if self.scale is None else float(self.scale),
+                scale,
                 None if self.w is None else self.w.float().contiguous(),
             )
         w_sum, scale, w = self.kernel_scalars
@@ -346,15 +350,17 @@ class RowPlan:
         return p
 
     def reduced(self, dtype):
-        """The loss as the reduction asks, in ``dtype``."""
+        """The loss as the reduction asks, in ``dtype``. Sums (of the row losses and of the weights) are taken in
+        float64 in an order fixed by the row count alone (:func:`native.fixed_order_sum`), so the loss does not
+        depend on ``torch.get_num_threads()``."""
         if self.opts.reduction == "none":
-            loss = self.rows
-        elif self.opts.reduction == "sum":
-            loss = self.rows.sum()
-        else:
-            loss = self.rows.sum() / self.denom
+            return self.rows.to(dtype)
+        loss = native.fixed_order_sum(self.rows)
+        if self.opts.reduction == "mean":
+            denom = self.denom if self.probabilities else native.fixed_order_sum(self.w_y)
+            loss = loss / denom
             if not self.probabilities:  # kept rows of total weight 0: torch's NLL part is 0/0 = nan
-                loss = torch.where(self.denom == 0, torch.full_like(loss, float("nan")), loss)
+                loss = torch.where(denom == 0, torch.full_like(loss, float("nan")), loss)
         return loss.to(dtype)
 
 
@@ -396,14 +402,7 @@ def cross_entropy(
     probabilities = target.is_floating_point()
     rows_x = as_rows(input)
     if opts.inplace and rows_x.requires_grad:
-        root = input
-        while root._base is not None:
-            root = root._base
-        if root.is_leaf:
-            raise _checks.LossValueError(
-                "cross_entropy(inplace=True) would overwrite the logits, a leaf tensor (or a view of one) that "
-                "requires grad; use inplace=True on logits computed by the model, such as h @ W.T"
-            )
+        _checks.inplace_allowed("cross_entropy", input)
         if not rows_x.is_contiguous():  # e.g. a transposed product: work in a fresh buffer instead
             opts = dataclasses.replace(opts, inplace=False)
     if probabilities:

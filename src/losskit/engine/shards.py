@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .. import _checks
 from .autograd import acc_dtype, first_order_only
 from .rows import rows_per_chunk
 
@@ -182,12 +183,12 @@ class VocabParallelCrossEntropy(torch.autograd.Function):
     @first_order_only
     def backward(ctx, grad_output):  # type: ignore[override]
         grad, ctx.grad = ctx.grad, None
-        if grad is None:
-            raise RuntimeError(
-                "vocab_parallel_cross_entropy(): the gradient (computed in the forward pass) has been consumed "
-                "by the first backward; a second backward through the same graph is not supported: call the "
-                "loss again"
-            )
+        _checks.gradient_available(
+            "vocab_parallel_cross_entropy()",
+            grad is not None,
+            "the gradient (computed in the forward pass) has been consumed by the first backward; a second "
+            "backward through the same graph is not supported: call the loss again",
+        )
         if grad_output is None:
             grad.zero_()
         elif ctx.reduction == "none":

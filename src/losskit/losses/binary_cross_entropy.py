@@ -1,0 +1,149 @@
+"""Binary cross entropy of probabilities, torch's clamped logs and gradient."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import _checks, _reduction
+from .._catalog import Curve, Entry, Problem, randn
+from ..engine import pointwise
+from ..engine.pointwise import Pointwise
+from ._base import WeightedLoss
+
+_LOG_FLOOR = -100.0  # torch clamps log(p) and log(1-p) at -100 so that p = 0 or 1 gives a finite loss
+
+# ...and divides the gradient by max(p(1-p), 1e-12), its 1e-12 being a float32 constant in every dtype
+_GRAD_EPS = float(torch.tensor(1e-12, dtype=torch.float32))
+
+
+class _BinaryCrossEntropy(torch.autograd.Function):
+    """``-w·(t·max(log p, -100) + (1-t)·max(log(1-p), -100))`` element-wise, torch's gradients:
+    ``∂/∂p = w·(p - t) / max(p·(1-p), 1e-12)``, ``∂/∂t = w·(log(1-p) - log p)``."""
+
+    @staticmethod
+    def forward(ctx, p, t, w):  # type: ignore[override]
+        log_p = p.log().clamp_min(_LOG_FLOOR)
+        log_q = torch.log1p(-p).clamp_min(_LOG_FLOOR)
+        loss = -(t * log_p + (1 - t) * log_q)
+        if w is not None:
+            loss = loss * w
+        ctx.save_for_backward(p, t, w)
+        return loss
+
+    @staticmethod
+    def backward(ctx, g):  # out-of-place formulas: differentiable again under create_graph=True  # type: ignore[override]
+        p, t, w = ctx.saved_tensors
+        if w is not None:
+            g = g * w
+        grad_p = grad_t = None
+        if ctx.needs_input_grad[0]:
+            grad_p = g * (p - t) / (p * (1 - p)).clamp_min(_GRAD_EPS)
+        if ctx.needs_input_grad[1]:
+            grad_t = g * (torch.log1p(-p) - p.log())  # unclamped, as torch: ±inf at p = 0 or 1
+        return grad_p, grad_t, None
+
+
+def bce_elementwise(p: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    return _BinaryCrossEntropy.apply(p, t, w)
+
+
+def _bce_loss(p, t, _):
+    return -(t * p.log().clamp_min_(_LOG_FLOOR) + (1 - t) * torch.log1p(-p).clamp_min_(_LOG_FLOOR))
+
+
+def _bce_grad(p, t, _, out):
+    return torch.sub(p, t, out=out).div_((p * (1 - p)).clamp_min_(_GRAD_EPS))
+
+
+# The same losses for the chunked engine: (loss, ∂loss/∂x) with torch's gradient formulas.
+BCE = Pointwise("binary_cross_entropy", _bce_loss, _bce_grad)
+
+
+def binary_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Binary cross entropy of probabilities: ``l = -w·(y·log p + (1-y)·log(1-p))``.
+
+    Each log is clamped at -100, so ``p`` = 0 or 1 gives a finite loss; the gradient is torch's,
+    ``w·(p - y) / max(p·(1-p), 1e-12)``. ``input`` and ``target`` must have the same size and lie in
+    ``[0, 1]``; ``weight`` broadcasts to the target's shape.
+
+    Shapes: input ``(*)``, target ``(*)``; ``'none'`` returns ``(*)``, else a scalar.
+
+    Example::
+
+        >>> import torch, losskit.functional as F
+        >>> F.binary_cross_entropy(torch.tensor([0.8, 0.4, 0.0]), torch.tensor([1.0, 0.0, 1.0]), reduction="none")
+        tensor([  0.2231,   0.5108, 100.0000])
+    """
+    fn = "binary_cross_entropy"
+    _checks.tensor(fn, "input", input)
+    _checks.tensor(fn, "target", target)
+    weight = _checks.optional_tensor(fn, "weight", weight)
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    _checks.floating(fn, "input", input)
+    _checks.floating(fn, "target", target)
+    _checks.same_size(fn, input, target)
+    _checks.same_dtype(fn, "target", target, input)
+    _checks.no_grad(fn, "weight", weight)
+    if weight is not None:
+        weight = weight.to(input.dtype)
+        _checks.broadcasts_to(fn, "weight", weight, "target", target)
+    _checks.in_unit_interval(fn, "input", input.detach())
+    _checks.in_unit_interval(fn, "target", target.detach())
+    if pointwise.fast_path_ok(input, target, weight):
+        return pointwise.pointwise(BCE, input, target, weight, None, reduction)
+    full_weight = None if weight is None else weight.expand(target.shape)
+    return _reduction.reduce_loss(bce_elementwise(input, target, full_weight), reduction)
+
+
+class BCELoss(WeightedLoss):
+    r"""Binary cross entropy of probabilities ``-w·(y·log p + (1-y)·log(1-p))``, logs clamped at -100;
+    see :func:`losskit.binary_cross_entropy`.
+
+    Shapes: input ``(*)`` in ``[0, 1]``, target ``(*)``; output ``()`` or, for ``'none'``, ``(*)``.
+
+    Example::
+
+        >>> import torch, losskit.nn as nn
+        >>> nn.BCELoss()(torch.tensor([0.8, 0.4]), torch.tensor([1.0, 0.0]))
+        tensor(0.3670)
+    """
+
+    __constants__ = ["reduction"]
+
+    def __init__(self, weight: Tensor | None = None, size_average=None, reduce=None, reduction: str = "mean"):
+        super().__init__(weight, size_average, reduce, reduction)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
+
+
+def _sample(shape, dtype, gen):
+    return Problem(
+        (randn(shape, dtype, gen).sigmoid(), torch.rand(shape, generator=gen, dtype=torch.float64).to(dtype))
+    )
+
+
+CATALOG = (
+    Entry(
+        "binary_cross_entropy",
+        binary_cross_entropy,
+        BCELoss,
+        "binary",
+        _sample,
+        aliases=("bce",),
+        plot=Curve(
+            "probability",
+            "binary_cross_entropy (target 1)",
+            lambda p, _: binary_cross_entropy(p, torch.ones_like(p), reduction="none"),
+        ),
+        bench="elementwise",
+    ),
+)
