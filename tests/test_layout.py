@@ -51,7 +51,12 @@ def _torch_loss_calls(tree: ast.AST) -> list[str]:
                 root = root.value
             if isinstance(root, ast.Name) and root.id in torch_names:
                 found.append(f"{ast.unparse(node)} (line {node.lineno})")
-        if isinstance(node, ast.Attribute) and node.attr.endswith("Loss") and "torch" in ast.unparse(node):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.endswith("Loss")
+            and not node.attr.startswith("_")  # torch's _Loss / _WeightedLoss base classes are not losses
+            and "torch" in ast.unparse(node)
+        ):
             found.append(f"{ast.unparse(node)} (line {node.lineno})")
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("torch"):
             found += [f"from {node.module} import {a.name}" for a in node.names if a.name in BANNED_FUNCTIONS]

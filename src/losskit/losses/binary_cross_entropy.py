@@ -105,7 +105,7 @@ def binary_cross_entropy(
 
 class BCELoss(WeightedLoss):
     r"""Binary cross entropy of probabilities ``-w·(y·log p + (1-y)·log(1-p))``, logs clamped at -100;
-    see :func:`losskit.binary_cross_entropy`.
+    see :func:`losskit.functional.binary_cross_entropy`.
 
     Shapes: input ``(*)`` in ``[0, 1]``, target ``(*)``; output ``()`` or, for ``'none'``, ``(*)``.
 

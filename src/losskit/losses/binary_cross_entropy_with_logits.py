@@ -90,7 +90,7 @@ def binary_cross_entropy_with_logits(
 
 class BCEWithLogitsLoss(Loss):
     r"""Binary cross entropy of logits ``-w·(pw·y·log σ(x) + (1-y)·log(1-σ(x)))``, stable;
-    see :func:`losskit.binary_cross_entropy_with_logits`.
+    see :func:`losskit.functional.binary_cross_entropy_with_logits`.
 
     ``weight`` and ``pos_weight`` are buffers (``pos_weight`` broadcasts along the class dim).
 

@@ -96,14 +96,15 @@ def cross_entropy(
 
 
 class CrossEntropyLoss(WeightedLoss):
-    r"""Cross entropy between logits and class indices or probabilities; see :func:`losskit.cross_entropy`.
+    r"""Cross entropy between logits and class indices or probabilities; see :func:`losskit.functional.cross_entropy`.
 
     ``l_n = (1-ε)·w_{y_n}·(-log softmax(x_n)_{y_n}) + ε/C·Σ_c w_c·(-log softmax(x_n)_c)``; ``'mean'`` divides
     by the weights of the non-ignored targets.
 
     Shapes: input ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``; target ``()``, ``(N)`` or ``(N, d1, ..., dK)``
     class indices, or probabilities of the input's shape; output ``()`` or, for ``'none'``, the target's shape
-    (without the class dim).
+    (without the class dim). The keyword-only extras ``inplace``, ``z_loss`` and ``softcap`` are those of
+    :func:`losskit.functional.cross_entropy`.
 
     Example (a per-pixel map: one image, 2 classes, 2×2 pixels)::
 
@@ -129,10 +130,17 @@ class CrossEntropyLoss(WeightedLoss):
         reduce=None,
         reduction: str = "mean",
         label_smoothing: float = 0.0,
+        *,
+        inplace: bool = False,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
     ) -> None:
         super().__init__(weight, size_average, reduce, reduction)
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
+        self.inplace = inplace
+        self.z_loss = z_loss
+        self.softcap = softcap
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return cross_entropy(
@@ -142,7 +150,15 @@ class CrossEntropyLoss(WeightedLoss):
             ignore_index=self.ignore_index,
             reduction=self.reduction,
             label_smoothing=self.label_smoothing,
+            inplace=self.inplace,
+            z_loss=self.z_loss,
+            softcap=self.softcap,
         )
+
+    def extra_repr(self) -> str:
+        extras = {"inplace": self.inplace, "z_loss": self.z_loss, "softcap": self.softcap}
+        defaults = {"inplace": False, "z_loss": 0.0, "softcap": None}
+        return ", ".join(f"{k}={v}" for k, v in extras.items() if v != defaults[k])
 
 
 def _sample(shape, dtype, gen):

@@ -115,7 +115,7 @@ def huber_loss(
 
 
 class SmoothL1Loss(Loss):
-    r"""Smooth L1 ``0.5·d²/β`` if ``|d| < β`` else ``|d| - 0.5·β``; see :func:`losskit.smooth_l1_loss`.
+    r"""Smooth L1 ``0.5·d²/β`` if ``|d| < β`` else ``|d| - 0.5·β``; see :func:`losskit.functional.smooth_l1_loss`.
 
     Shapes: input ``(*)``, target ``(*)``; output ``()`` or, for ``'none'``, ``(*)``.
 
@@ -137,7 +137,7 @@ class SmoothL1Loss(Loss):
 
 
 class HuberLoss(Loss):
-    r"""Huber ``0.5·d²`` if ``|d| < δ`` else ``δ·(|d| - 0.5·δ)``; see :func:`losskit.huber_loss`.
+    r"""Huber ``0.5·d²`` if ``|d| < δ`` else ``δ·(|d| - 0.5·δ)``; see :func:`losskit.functional.huber_loss`.
 
     Shapes: input ``(*)``, target ``(*)``; output ``()`` or, for ``'none'``, ``(*)``.
 

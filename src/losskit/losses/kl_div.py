@@ -85,7 +85,7 @@ def kl_div(
 
 class KLDivLoss(Loss):
     r"""Kullback-Leibler divergence ``t·(log t - x)`` of log-probabilities ``x``; see
-    :func:`losskit.kl_div` (``'batchmean'``, ``log_target``).
+    :func:`losskit.functional.kl_div` (``'batchmean'``, ``log_target``).
 
     Shapes: input ``(*)``, target ``(*)``; output ``()`` or, for ``'none'``, ``(*)``.
 

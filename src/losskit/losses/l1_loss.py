@@ -58,7 +58,7 @@ def l1_loss(
 
 
 class L1Loss(Loss):
-    r"""Mean absolute error ``|x - y|``; see :func:`losskit.l1_loss`.
+    r"""Mean absolute error ``|x - y|``; see :func:`losskit.functional.l1_loss`.
 
     Shapes: input ``(*)``, target ``(*)``; output ``()`` or, for ``'none'``, ``(*)``.
 

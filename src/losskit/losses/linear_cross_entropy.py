@@ -276,7 +276,7 @@ def linear_cross_entropy(
 
 class LinearCrossEntropyLoss(WeightedLoss):
     r"""A linear layer and cross entropy in one, never materialising the logits; see
-    :func:`losskit.linear_cross_entropy`.
+    :func:`losskit.functional.linear_cross_entropy`.
 
     Holds ``self.linear`` (a ``torch.nn.Linear(in_features, num_classes·Π out_features)``) and the class
     ``weight`` buffer, so ``state_dict`` keys equal torch 2.13's ``nn.LinearCrossEntropyLoss``.
@@ -355,7 +355,7 @@ CATALOG = (
         "fused",
         _sample,
         aliases=("linear_ce",),
-        options=({}, {"label_smoothing": 0.2}, {"ignore_index": 1}, {"chunk_size": 1}),
+        options=({}, {"label_smoothing": 0.2}, {"ignore_index": 1}),
         legacy=False,
         module_mirrors_function=False,
         extras=("z_loss", "softcap", "chunk_size", "memory_budget"),

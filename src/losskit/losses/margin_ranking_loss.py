@@ -51,7 +51,7 @@ def margin_ranking_loss(
 
 
 class MarginRankingLoss(Loss):
-    r"""Margin ranking ``max(0, -y·(x1 - x2) + margin)``; see :func:`losskit.margin_ranking_loss`.
+    r"""Margin ranking ``max(0, -y·(x1 - x2) + margin)``; see :func:`losskit.functional.margin_ranking_loss`.
 
     Shapes: input1 ``(N)`` or ``()``, input2 and target alike; output ``()`` or, for ``'none'``, ``(N)``.
 

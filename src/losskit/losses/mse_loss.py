@@ -69,7 +69,7 @@ def mse_loss(
 
 
 class MSELoss(Loss):
-    r"""Mean squared error ``(x - y)²``; see :func:`losskit.mse_loss`.
+    r"""Mean squared error ``(x - y)²``; see :func:`losskit.functional.mse_loss`.
 
     Shapes: input ``(*)``, target ``(*)``; output ``()`` or, for ``'none'``, ``(*)``.
 

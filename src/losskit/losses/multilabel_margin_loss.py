@@ -68,7 +68,7 @@ def multilabel_margin_loss(
 
 class MultiLabelMarginLoss(Loss):
     r"""Multi-label hinge ``Σ_{j∈T} Σ_{i∉T} max(0, 1 - (x_j - x_i)) / C``, targets ending at the first -1;
-    see :func:`losskit.multilabel_margin_loss`.
+    see :func:`losskit.functional.multilabel_margin_loss`.
 
     Shapes: input ``(C)`` or ``(N, C)``, target int64 alike; output ``()`` or, for ``'none'``, ``()``/``(N)``.
 

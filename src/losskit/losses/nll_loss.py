@@ -83,7 +83,7 @@ def nll_loss(
 
 
 class NLLLoss(WeightedLoss):
-    r"""Negative log-likelihood of log-probabilities; see :func:`losskit.nll_loss`.
+    r"""Negative log-likelihood of log-probabilities; see :func:`losskit.functional.nll_loss`.
 
     ``l_n = -w_{y_n}·x_{n, y_n}``; ignored rows give 0; ``'mean'`` divides by ``Σ w_{y_n}`` of the kept rows.
 

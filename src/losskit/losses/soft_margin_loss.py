@@ -53,7 +53,7 @@ def soft_margin_loss(
 
 
 class SoftMarginLoss(Loss):
-    r"""Two-class logistic loss ``log(1 + exp(-y·x))``; see :func:`losskit.soft_margin_loss`.
+    r"""Two-class logistic loss ``log(1 + exp(-y·x))``; see :func:`losskit.functional.soft_margin_loss`.
 
     Shapes: input ``(*)``, target ``(*)`` in ``{1, -1}``; output ``()`` or, for ``'none'``, ``(*)``.
 
