@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from . import _checks
+from ._tracing import warn
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -22,7 +21,7 @@ def legacy_get_string(size_average: bool | None, reduce: bool | None, emit_warni
     else:
         reduction = "none"
     if emit_warning:
-        warnings.warn(
+        warn(
             f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.",
             UserWarning,
             stacklevel=3,

@@ -8,7 +8,7 @@ error (``tests/test_architecture.py`` walks the source to keep it so).
 
 from __future__ import annotations
 
-from . import distributed
+from . import distributed, embedding, sequence
 from .autograd import gradient_available, inplace_allowed
 from .classes import (
     class_index_dtype,
@@ -16,6 +16,7 @@ from .classes import (
     class_range,
     class_target,
     class_weight,
+    multilabel_range,
     multilabel_target,
     no_ignore_index,
     probability_target,
@@ -55,6 +56,7 @@ __all__ = [
     "class_target",
     "class_weight",
     "distributed",
+    "embedding",
     "elementwise_weight",
     "flag",
     "floating",
@@ -65,6 +67,7 @@ __all__ = [
     "label_smoothing",
     "linear_layer",
     "linear_target",
+    "multilabel_range",
     "multilabel_target",
     "no_grad",
     "no_ignore_index",
@@ -80,6 +83,7 @@ __all__ = [
     "same_dtype",
     "same_ndim",
     "same_size",
+    "sequence",
     "shape",
     "tensor",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .._tracing import tracing
 from .errors import LossIndexError, LossTypeError, LossValueError
 from .tensors import same_dtype, shape
 
@@ -73,7 +74,8 @@ def class_problem(fn: str, input: torch.Tensor, target: torch.Tensor, weight, ig
     class_target(fn, input, target)
     num_classes = input.shape[0] if input.dim() == 1 else input.shape[1]
     class_weight(fn, weight, num_classes, input)
-    class_range(fn, target, num_classes, ignore_index)
+    if not tracing(input, target):  # traced calls check inside an operator (losskit.engine.ops)
+        class_range(fn, target, num_classes, ignore_index)
 
 
 def probability_target(fn: str, target: torch.Tensor) -> None:
@@ -100,10 +102,16 @@ def multilabel_target(fn: str, input: torch.Tensor, target: torch.Tensor) -> int
     if target.shape != input.shape:
         raise LossValueError(f"{fn}(): 'target' size {shape(target)} must equal the 'input' size {shape(input)}")
     c = input.shape[-1] if input.dim() else 1
-    out_of_range = (target < -1) | (target >= c)  # torch checks every entry, padding included
+    if not tracing(target):  # traced calls check inside an operator (losskit.engine.ops)
+        multilabel_range(fn, target, c)
+    return c
+
+
+def multilabel_range(fn: str, target: torch.Tensor, c: int) -> None:
+    """Every entry of a multi-label target in [-1, C), padding included (as torch checks)."""
+    out_of_range = (target < -1) | (target >= c)
     if bool(out_of_range.any()):
         bad = int(target[out_of_range].flatten()[0])
         raise LossIndexError(
             f"{fn}(): 'target' {bad} is out of range for {c} classes (valid: 0..{c - 1}, or -1 to end the list)"
         )
-    return c

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
+from .._tracing import warn
 from .errors import LossTypeError, LossValueError
 
 
@@ -67,7 +66,7 @@ def pointwise_pair(fn: str, input, target, *, warn_broadcast: bool = True):
     floating(fn, "input", input)
     floating(fn, "target", target)
     if warn_broadcast and target.shape != input.shape:
-        warnings.warn(
+        warn(
             f"Using a target size ({target.size()}) that is different to the input size ({input.size()}). "
             "This will likely lead to incorrect results due to broadcasting. "
             "Please ensure they have the same size.",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import _reduction
+from .._tracing import tracing
 
 CHUNK_ELEMENTS = 1 << 17
 _SUMMED_DTYPES = (torch.float32, torch.float64)  # low precision keeps the element-wise sum (torch's accuracy)
@@ -143,7 +144,7 @@ def is_row_vector(t: torch.Tensor | None, x: torch.Tensor) -> bool:
 def fast_path_ok(x: torch.Tensor, t: torch.Tensor, *extras: torch.Tensor | None) -> bool:
     """True when the chunked Function computes this call exactly: same shape, dtype, contiguity, and a
     target that needs no gradient; weights equal-shaped or broadcast along the last dim only."""
-    if x.numel() == 0 or t.requires_grad or t.shape != x.shape or t.dtype != x.dtype:
+    if x.numel() == 0 or t.requires_grad or t.shape != x.shape or t.dtype != x.dtype or tracing(x, t):
         return False
     if not (x.is_contiguous() and t.is_contiguous()):
         return False

@@ -7,7 +7,9 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
-from ..engine import pointwise
+from .._tracing import tracing
+from ..engine import ops, pointwise
+from ..engine.autocast import fp32_under_autocast
 from ..engine.pointwise import Pointwise
 from ._base import WeightedLoss
 
@@ -21,15 +23,20 @@ class _BinaryCrossEntropy(torch.autograd.Function):
     """``-w·(t·max(log p, -100) + (1-t)·max(log(1-p), -100))`` element-wise, torch's gradients:
     ``∂/∂p = w·(p - t) / max(p·(1-p), 1e-12)``, ``∂/∂t = w·(log(1-p) - log p)``."""
 
+    generate_vmap_rule = True  # torch.func.vmap: forward and backward are plain torch ops
+
     @staticmethod
-    def forward(ctx, p, t, w):  # type: ignore[override]
+    def forward(p, t, w):  # type: ignore[override]
         log_p = p.log().clamp_min(_LOG_FLOOR)
         log_q = torch.log1p(-p).clamp_min(_LOG_FLOOR)
         loss = -(t * log_p + (1 - t) * log_q)
         if w is not None:
             loss = loss * w
-        ctx.save_for_backward(p, t, w)
         return loss
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, g):  # out-of-place formulas: differentiable again under create_graph=True  # type: ignore[override]
@@ -60,6 +67,7 @@ def _bce_grad(p, t, _, out):
 BCE = Pointwise("binary_cross_entropy", _bce_loss, _bce_grad)
 
 
+@fp32_under_autocast
 def binary_cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -95,12 +103,18 @@ def binary_cross_entropy(
     if weight is not None:
         weight = weight.to(input.dtype)
         _checks.broadcasts_to(fn, "weight", weight, "target", target)
-    _checks.in_unit_interval(fn, "input", input.detach())
-    _checks.in_unit_interval(fn, "target", target.detach())
-    if pointwise.fast_path_ok(input, target, weight):
+    checked = None
+    if tracing(input, target):  # the range checks run inside an operator, whose zero joins the loss
+        checked = ops.checked_zero(input.detach(), "unit_interval", fn, "input", 0)
+        checked = checked + ops.checked_zero(target.detach(), "unit_interval", fn, "target", 0)
+    else:
+        _checks.in_unit_interval(fn, "input", input.detach())
+        _checks.in_unit_interval(fn, "target", target.detach())
+    if checked is None and pointwise.fast_path_ok(input, target, weight):
         return pointwise.pointwise(BCE, input, target, weight, None, reduction)
     full_weight = None if weight is None else weight.expand(target.shape)
-    return _reduction.reduce_loss(bce_elementwise(input, target, full_weight), reduction)
+    loss = _reduction.reduce_loss(bce_elementwise(input, target, full_weight), reduction)
+    return loss if checked is None else loss + checked
 
 
 class BCELoss(WeightedLoss):

@@ -8,6 +8,7 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
 from ..engine import pointwise
+from ..engine.autocast import fp32_under_autocast
 from ..engine.pointwise import Pointwise
 from ._base import Loss
 
@@ -41,6 +42,7 @@ BCE_WITH_LOGITS = Pointwise(
 )
 
 
+@fp32_under_autocast
 def binary_cross_entropy_with_logits(
     input: torch.Tensor,
     target: torch.Tensor,

@@ -7,10 +7,14 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, class_indices, randn
-from ..engine import rows
+from .._tracing import tracing
+from ..engine import ops, rows
+from ..engine.autocast import fp32_under_autocast
+from ..engine.autograd import acc_dtype
 from ._base import WeightedLoss
 
 
+@fp32_under_autocast
 def cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -92,7 +96,65 @@ def cross_entropy(
     else:
         _checks.class_problem(fn, input, target, weight, ignore_index)
     opts = rows.CrossEntropyOptions(reduction, ignore_index, eps, z_loss, softcap, bool(inplace))
+    if tracing(input, target, weight):
+        return traced_cross_entropy(input, target, weight, opts)
     return rows.cross_entropy(input, target, weight, opts)
+
+
+def traced_cross_entropy(input, target, weight, opts: rows.CrossEntropyOptions, fn: str = "cross_entropy"):
+    """The traceable path (``torch.compile``, ``torch.export``, ``torch.func``, ``jit.trace``): the engine's
+    formulas as plain differentiable ops, the target range checked inside ``losskit::class_targets``."""
+    x = rows.as_rows(input)
+    probabilities = target.is_floating_point()
+    if probabilities:
+        t = rows.as_rows(target)
+        loss = reference_rows(x, t, None, None, weight, opts)
+        if target.dtype != input.dtype:
+            loss = loss.to(torch.promote_types(input.dtype, target.dtype))
+        out_shape = target.shape[:1] + target.shape[2:] if input.dim() > 1 else torch.Size([])
+    else:
+        y = target.reshape(-1)
+        y_safe = ops.class_targets(y, x.shape[1], opts.ignore_index, fn)
+        loss = reference_rows(x, None, y_safe, y != opts.ignore_index, weight, opts)
+        out_shape = target.shape
+    return loss.reshape(out_shape) if opts.reduction == "none" else loss
+
+
+def reference_rows(x, t, y_safe, valid, weight, opts: rows.CrossEntropyOptions):
+    """Cross entropy of (rows, C) logits in plain differentiable torch ops, the engine's formulas exactly:
+    class indices ``y_safe`` (0 where not ``valid``) or probabilities ``t``; reduced as ``opts`` says, in
+    the logits' dtype (sums in at least fp32)."""
+    acc = acc_dtype(x.dtype)
+    c = x.shape[1]
+    z = x.to(acc)
+    if opts.softcap is not None:
+        z = opts.softcap * torch.tanh(z / opts.softcap)
+    lp = torch.log_softmax(z, 1)
+    w = None if weight is None else weight.to(acc)
+    eps = opts.label_smoothing
+    if t is not None:
+        tt = t.to(acc)
+        if eps > 0:
+            tt = tt * (1 - eps) + eps / c
+        row = -((tt if w is None else tt * w) * lp).sum(1)
+        kept = None
+    else:
+        kept = valid.to(acc)
+        w_y = kept if w is None else w[y_safe] * kept
+        row = -lp.gather(1, y_safe.unsqueeze(1)).squeeze(1) * w_y
+        if eps > 0:
+            smooth = lp.sum(1) if w is None else lp @ w
+            row = (1 - eps) * row - (eps / c) * smooth * kept
+    if opts.z_loss > 0:
+        lse = torch.logsumexp(z, 1)
+        row = row + opts.z_loss * lse * lse * (1 if kept is None else kept)
+    if opts.reduction == "none":
+        return row.to(x.dtype)
+    total = row.sum()
+    if opts.reduction == "sum":
+        return total.to(x.dtype)
+    denom = x.shape[0] if kept is None else w_y.sum()
+    return (total / denom).to(x.dtype)
 
 
 class CrossEntropyLoss(WeightedLoss):

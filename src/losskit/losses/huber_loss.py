@@ -8,6 +8,7 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, pair_problem
 from ..engine import pointwise
+from ..engine.autocast import fp32_under_autocast
 from ..engine.pointwise import Pointwise
 from ._base import Loss
 
@@ -58,6 +59,7 @@ SMOOTH_L1 = Pointwise(
 )
 
 
+@fp32_under_autocast
 def smooth_l1_loss(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -85,6 +87,7 @@ def smooth_l1_loss(
     return pointwise.route(SMOOTH_L1, lambda: smooth_l1(input, target, beta), input, target, None, reduction, beta)
 
 
+@fp32_under_autocast
 def huber_loss(
     input: torch.Tensor,
     target: torch.Tensor,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
+from .._tracing import warn
 from ..engine import pointwise
+from ..engine.autocast import fp32_under_autocast
 from ..engine.pointwise import Pointwise
 from ._base import Loss
 
@@ -29,6 +29,7 @@ def _kl_grad(x, t, log_target, out):
 KL_DIV = Pointwise("kl_div", kl_elementwise, _kl_grad)
 
 
+@fp32_under_autocast
 def kl_div(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -60,7 +61,7 @@ def kl_div(
     batch = input.shape[0] if input.dim() else None
     input, target = _checks.pointwise_pair(fn, input, target, warn_broadcast=False)
     if not legacy and reduction == "mean":
-        warnings.warn(
+        warn(
             "reduction: 'mean' divides the total loss by both the batch size and the support size."
             "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
             "'mean' will be changed to behave the same as 'batchmean' in the next major release.",

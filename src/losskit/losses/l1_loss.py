@@ -8,6 +8,7 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, pair_problem
 from ..engine import pointwise
+from ..engine.autocast import fp32_under_autocast
 from ..engine.pointwise import Pointwise
 from ._base import Loss
 
@@ -22,6 +23,7 @@ ABSOLUTE = Pointwise(
 )
 
 
+@fp32_under_autocast
 def l1_loss(
     input: torch.Tensor,
     target: torch.Tensor,

@@ -22,10 +22,12 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Entry, Problem, class_indices, randn
+from .._tracing import tracing
+from ..engine.autocast import lower_precision_under_autocast
 from ..engine.autograd import acc_dtype, first_order_only
 from ..engine.rows import CrossEntropyOptions, RowPlan
 from ._base import WeightedLoss
-from .cross_entropy import cross_entropy
+from .cross_entropy import cross_entropy, traced_cross_entropy
 
 # Default size of one chunk of logits: half of the weight gradient it accumulates into, kept within [8, 64] MiB,
 # and at least MIN_CHUNK_ROWS rows while that stays within half the weight gradient. The weight gradient
@@ -163,6 +165,7 @@ def fused_linear_cross_entropy(h, w, b, target, weight, opts: CrossEntropyOption
     return _LinearCrossEntropy.apply(h, w, b, target, weight, opts, step)
 
 
+@lower_precision_under_autocast
 def linear_cross_entropy(
     input: torch.Tensor,
     linear_weight: torch.Tensor,
@@ -256,7 +259,8 @@ def linear_cross_entropy(
         rows_t = target.reshape(-1)
         _checks.class_index_dtype(fn, target)
         _checks.class_weight(fn, weight, v, input)
-        _checks.class_range(fn, rows_t, v, ignore_index)
+        if not tracing(input, target):  # traced calls check inside losskit::class_targets
+            _checks.class_range(fn, rows_t, v, ignore_index)
     if chunk_size is None and options is not None:
         chunk_size = getattr(options, "batch_chunk_size", None)
     if chunk_size is not None:
@@ -267,6 +271,11 @@ def linear_cross_entropy(
         _checks.positive(fn, "memory_budget", memory_budget)
     opts = CrossEntropyOptions(reduction, ignore_index, eps, z_loss, softcap)
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
+    if tracing(input, linear_weight, target):
+        # the traceable path: the logits as one matmul (the compiler may fuse it), then traced cross entropy
+        logits = torch.nn.functional.linear(h, linear_weight, linear_bias)
+        loss = traced_cross_entropy(logits, rows_t, weight, opts, fn)
+        return loss.reshape(lead) if reduction == "none" else loss
     step = rows_per_chunk(h.shape[0], v, h_features, chunk_size, memory_budget, acc)
     loss = fused_linear_cross_entropy(h, linear_weight, linear_bias, rows_t, weight, opts, step)
     if probabilities and target.dtype != input.dtype:  # torch promotes, e.g. float32 input, float64 targets

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
+from ..engine.autocast import fp32_under_autocast
 from ._base import Loss
 
 
@@ -15,6 +16,7 @@ def margin_ranking(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor, margin: 
     return (-y * (x1 - x2) + margin).clamp_min(0)
 
 
+@fp32_under_autocast
 def margin_ranking_loss(
     input1: torch.Tensor,
     input2: torch.Tensor,

@@ -7,6 +7,9 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
+from .._tracing import tracing
+from ..engine import ops
+from ..engine.autocast import fp32_under_autocast
 from ._base import Loss
 
 
@@ -24,7 +27,7 @@ def multilabel_margin(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     used = target_mask(target)
     idx = torch.where(used, target, torch.zeros_like(target))
     # count the listed classes per row (padding slots add 0 to class 0), so duplicates and padding are harmless
-    hits = torch.zeros(n, c, dtype=torch.int32, device=input.device).scatter_add_(1, idx, used.to(torch.int32))
+    hits = torch.zeros(n, c, dtype=torch.int32, device=input.device).scatter_add(1, idx, used.to(torch.int32))
     is_target = hits > 0
     x_t = input.gather(1, idx)  # (N, J): the scores of the listed targets
     margins = torch.relu(1 - x_t.unsqueeze(2) + input.unsqueeze(1))  # (N, J, C)
@@ -33,6 +36,7 @@ def multilabel_margin(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return margins.sum(dim=(1, 2)) / c
 
 
+@fp32_under_autocast
 def multilabel_margin_loss(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -61,6 +65,8 @@ def multilabel_margin_loss(
     _checks.floating(fn, "input", input)
     c = _checks.multilabel_target(fn, input, target)
     loss = multilabel_margin(input.reshape(-1, c), target.reshape(-1, c))
+    if tracing(input, target):  # the range check runs inside an operator, whose zero joins the loss
+        loss = loss + ops.checked_zero(target, "multilabel", fn, "target", c).to(loss.dtype)
     if input.dim() <= 1:
         loss = loss.reshape(())
     return _reduction.reduce_loss(loss, reduction)

@@ -9,6 +9,9 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, class_indices, randn
+from .._tracing import tracing
+from ..engine import ops
+from ..engine.autocast import fp32_under_autocast
 from ..engine.rows import as_rows
 from ._base import WeightedLoss
 
@@ -24,7 +27,10 @@ def nll_rows(
     x = as_rows(input)
     y = target.reshape(-1).long()
     valid = y != ignore_index
-    y_safe = torch.where(valid, y, torch.zeros_like(y))
+    if tracing(input, target):  # the range check runs inside the operator that makes the safe indices
+        y_safe = ops.class_targets(y, x.shape[1], ignore_index, "nll_loss")
+    else:
+        y_safe = torch.where(valid, y, torch.zeros_like(y))
     picked = x.gather(1, y_safe.unsqueeze(1)).squeeze(1)
     if weight is None:
         w_y = valid.to(x.dtype)
@@ -39,6 +45,7 @@ def nll_rows(
     return loss.sum() / w_y.sum()
 
 
+@fp32_under_autocast
 def nll_loss(
     input: torch.Tensor,
     target: torch.Tensor,

@@ -8,6 +8,7 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, pair_problem, randn
 from ..engine import pointwise
+from ..engine.autocast import fp32_under_autocast
 from ..engine.pointwise import Pointwise
 from ._base import Loss
 
@@ -28,6 +29,7 @@ def _soft_margin_grad(x, y, _, out):
 SOFT_MARGIN = Pointwise("soft_margin_loss", lambda x, y, _: soft_margin(x, y), _soft_margin_grad)
 
 
+@fp32_under_autocast
 def soft_margin_loss(
     input: torch.Tensor,
     target: torch.Tensor,
