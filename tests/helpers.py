@@ -20,6 +20,8 @@ What it checks (see :data:`TOLERANCES`):
 
 from __future__ import annotations
 
+import math
+import warnings
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -215,6 +217,19 @@ LEGACY = [
 ]
 
 
+def case_seed(*parts) -> int:
+    """A seed from a test case's parameters (fixed across runs, different across cases)."""
+    return sum((i + 1) * 7919 * len(str(p)) + sum(map(ord, str(p))) for i, p in enumerate(parts)) % 100_000
+
+
+def call_recording(fn, *args, **kwargs):
+    """``(fn(*args, **kwargs), [(category, message), ...])``: the result and the warnings the call raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = fn(*args, **kwargs)
+    return out, [(w.category, str(w.message)) for w in caught]
+
+
 # ---------------------------------------------------------------- cross-entropy problems (shared by its test files)
 
 
@@ -235,6 +250,11 @@ def target_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def randn_logits(shape, g: torch.Generator, scale: float) -> torch.Tensor:
     return torch.randn(shape, generator=g, dtype=torch.float64) * scale
+
+
+def leaf(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A fresh leaf copy of ``t`` (cast to ``dtype`` when given) that requires grad."""
+    return t.detach().to(dtype or t.dtype).clone().requires_grad_(True)
 
 
 def class_weights(c: int, g: torch.Generator) -> torch.Tensor:
@@ -312,3 +332,23 @@ def oracle_cross_entropy(
     if reduction == "sum":
         return rows.sum()
     return rows.sum() / denom
+
+
+# ---------------------------------------------------------------- linear cross-entropy problems (its two test files)
+
+
+def linear_problem(shape, v: int, g: torch.Generator, bias: bool):
+    """Float64 ``input``, ``linear_weight`` and (optionally) ``linear_bias`` with logits of a few units."""
+    h_features = shape[-1]
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    w = torch.randn(v, h_features, generator=g, dtype=torch.float64) * (2.0 / math.sqrt(h_features))
+    b = torch.randn(v, generator=g, dtype=torch.float64) if bias else None
+    return x, w, b
+
+
+def lead_class_target(lead, v: int, g: torch.Generator, ignored: int | None) -> torch.Tensor:
+    """Class indices in [0, V); with ``ignored``, every third one from the second is set to it."""
+    y = torch.randint(0, v, tuple(lead), generator=g)
+    if ignored is not None:
+        y.view(-1)[1::3] = ignored
+    return y

@@ -123,6 +123,8 @@ def test_module_equals_function(entry, reduction, options):
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
 def test_gradcheck(entry):
+    if not entry.gradcheck:
+        pytest.skip(f"{entry.name}: torch's gradient is not the derivative of the raw inputs (tested in its file)")
     problem = _problem(entry, shape=(3, 4), seed=2)
     k = problem.differentiable
     leaves = tuple(a.detach().clone().requires_grad_() for a in problem.args[:k])

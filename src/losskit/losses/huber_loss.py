@@ -34,7 +34,9 @@ def smooth_l1(input: torch.Tensor, target: torch.Tensor, beta: float) -> torch.T
     exactly L1."""
     if beta == 0.0:
         return (input - target).abs()
-    return huber(input, target, beta) / beta
+    d = (input - target).abs()
+    m = d.clamp_max(beta)
+    return (m / beta) * torch.add(d, m, alpha=-0.5)  # m/β ≤ 1: no overflow even for a subnormal β
 
 
 def _smooth_l1_grad(x, t, beta, out):
@@ -84,6 +86,8 @@ def smooth_l1_loss(
     input, target = _checks.pointwise_pair(fn, input, target)
     beta = _checks.non_negative(fn, "beta", beta)
     reduction = _reduction.resolve(reduction, size_average, reduce)
+    if beta and 1.0 / beta > torch.finfo(input.dtype).max:  # the engine's 1/β factor would overflow
+        return pointwise.reduce_weighted(smooth_l1(input, target, beta), None, reduction, False)
     return pointwise.route(SMOOTH_L1, lambda: smooth_l1(input, target, beta), input, target, None, reduction, beta)
 
 
@@ -154,6 +158,7 @@ class HuberLoss(Loss):
     __constants__ = ["reduction", "delta"]
 
     def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
+        _checks.constructors.huber_delta(delta)
         super().__init__(reduction=reduction)
         self.delta = delta
 
