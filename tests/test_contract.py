@@ -115,7 +115,7 @@ def test_module_equals_function(entry, reduction, options):
         expected = entry.function(*problem.args, reduction=reduction, **options)
         got = module(*problem.args)
         torch_module = getattr(torch.nn, entry.module.__name__)(reduction=reduction, **options)
-    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
     assert isinstance(module, torch.nn.modules.loss._Loss)
     assert module.state_dict().keys() == torch_module.state_dict().keys()
     assert module.reduction == torch_module.reduction

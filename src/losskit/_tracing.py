@@ -16,19 +16,17 @@ import torch
 _functorch_active = torch._C._are_functorch_transforms_active
 
 
+_jit_tracing = torch._C._get_tracing_state
+_is_compiling = torch.compiler.is_compiling
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
 def tracing(*tensors: object) -> bool:
-    """True when the call must take the traceable path (see the module docstring)."""
-    if torch.compiler.is_compiling() or _functorch_active() or torch.jit.is_tracing():
+    """True when the call must take the traceable path (see the module docstring): while dynamo, jit.trace or
+    a torch.func transform is active, or for meta, fake and other subclassed tensors (nn.Parameter is plain)."""
+    if _is_compiling() or _functorch_active() or _jit_tracing() is not None:
         return True
-    for t in tensors:
-        if isinstance(t, torch.Tensor) and (t.is_meta or type(t) is not torch.Tensor and _is_subclass(t)):
-            return True
-    return False
-
-
-def _is_subclass(t: torch.Tensor) -> bool:
-    """Fake tensors and other tensor subclasses (FunctionalTensor, ...); nn.Parameter is a plain tensor."""
-    return not isinstance(t, torch.nn.Parameter)
+    return any(t is not None and (type(t) not in _PLAIN or t.is_meta) for t in tensors)
 
 
 def warn(message: str, category: type[Warning] = UserWarning, stacklevel: int = 2) -> None:

@@ -69,12 +69,15 @@ def class_range(fn: str, target: torch.Tensor, num_classes: int, ignore_index: i
         )
 
 
-def class_problem(fn: str, input: torch.Tensor, target: torch.Tensor, weight, ignore_index: int) -> None:
-    """Checks shared by cross_entropy and nll_loss for class-index targets."""
+def class_problem(
+    fn: str, input: torch.Tensor, target: torch.Tensor, weight, ignore_index: int, check_range: bool = True
+) -> None:
+    """Checks shared by cross_entropy and nll_loss for class-index targets (the range check is left to the
+    caller when ``check_range`` is False, e.g. for a kernel that checks the targets as it reads them)."""
     class_target(fn, input, target)
     num_classes = input.shape[0] if input.dim() == 1 else input.shape[1]
     class_weight(fn, weight, num_classes, input)
-    if not tracing(input, target):  # traced calls check inside an operator (losskit.engine.ops)
+    if check_range and not tracing(input, target):  # traced calls check inside an operator (losskit.engine.ops)
         class_range(fn, target, num_classes, ignore_index)
 
 

@@ -8,7 +8,7 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, class_indices, randn
 from .._tracing import tracing
-from ..engine import ops, rows
+from ..engine import ops, rows, small
 from ..engine.autocast import fp32_under_autocast
 from ..engine.autograd import acc_dtype
 from ._base import WeightedLoss
@@ -94,10 +94,17 @@ def cross_entropy(
         _checks.no_ignore_index(fn, ignore_index, given=ignore_index >= 0)
         _checks.class_weight(fn, weight, num_classes, input)
     else:
-        _checks.class_problem(fn, input, target, weight, ignore_index)
+        _checks.class_problem(fn, input, target, weight, ignore_index, check_range=False)
     opts = rows.CrossEntropyOptions(reduction, ignore_index, eps, z_loss, softcap, bool(inplace))
     if tracing(input, target, weight):
         return traced_cross_entropy(input, target, weight, opts)
+    if not target.is_floating_point():
+        x = rows.as_rows(input)
+        y = target.reshape(-1)
+        if small.eligible(x, y, weight, opts):  # one native call; it checks the targets' range itself
+            loss = small.cross_entropy(x, y, weight, opts)
+            return loss.reshape(target.shape) if reduction == "none" else loss
+        _checks.class_range(fn, target, num_classes, ignore_index)
     return rows.cross_entropy(input, target, weight, opts)
 
 
