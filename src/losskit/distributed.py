@@ -266,7 +266,13 @@ def communication_bytes(
         >>> b["payload_bytes"], b["all_gather_ring_bytes_per_rank"]
         (49344, 262144000)
     """
-    _checks.distributed.classes_split("communication_bytes", num_classes, world_size)
+    fn = "communication_bytes"
+    for name, value in (("num_rows", num_rows), ("num_classes", num_classes), ("world_size", world_size)):
+        _checks.integer(fn, name, value)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        _checks.floating_dtype(fn, "dtype", dtype)
+    _checks.number(fn, "label_smoothing", label_smoothing)
+    _checks.distributed.classes_split(fn, num_classes, world_size)
     cl = num_classes // world_size
     acc, item = acc_dtype(dtype).itemsize, dtype.itemsize
     k, extra = num_stats(weight, label_smoothing)
@@ -420,4 +426,6 @@ def data_parallel_cross_entropy(
     else:
         _checks.distributed.own_error(error)
         denom = torch.as_tensor(num_items_in_batch, device=loss_sum.device).to(torch.float64)
-    return loss_sum * (world / denom).to(loss_sum.device, loss_sum.dtype)
+    # no kept target anywhere (a padded batch): the loss and its gradient are 0, not 0/0 = nan on every rank
+    factor = torch.where(denom > 0, world / denom.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
+    return loss_sum * factor.to(loss_sum.device, loss_sum.dtype)

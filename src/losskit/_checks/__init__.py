@@ -8,8 +8,8 @@ error (``tests/test_architecture.py`` walks the source to keep it so).
 
 from __future__ import annotations
 
-from . import distributed, embedding, sequence
-from .autograd import gradient_available, inplace_allowed
+from . import constructors, distributed, embedding, sequence
+from .autograd import gradient_available, inplace_allowed, overwritten_logits
 from .classes import (
     class_index_dtype,
     class_problem,
@@ -23,13 +23,24 @@ from .classes import (
 )
 from .errors import LossError, LossIndexError, LossTypeError, LossValueError
 from .linear import linear_layer, linear_target
-from .scalars import flag, integer, label_smoothing, non_negative, number, positive, positive_finite, reduction
+from .scalars import (
+    flag,
+    integer,
+    label_smoothing,
+    non_negative,
+    number,
+    positive,
+    positive_finite,
+    reduction,
+    strict_flag,
+)
 from .tensors import (
     at_least_1d,
     broadcast_shape,
     broadcasts_to,
     elementwise_weight,
     floating,
+    floating_dtype,
     in_unit_interval,
     no_grad,
     optional_tensor,
@@ -55,11 +66,13 @@ __all__ = [
     "class_range",
     "class_target",
     "class_weight",
+    "constructors",
     "distributed",
     "embedding",
     "elementwise_weight",
     "flag",
     "floating",
+    "floating_dtype",
     "gradient_available",
     "in_unit_interval",
     "inplace_allowed",
@@ -74,6 +87,7 @@ __all__ = [
     "non_negative",
     "number",
     "optional_tensor",
+    "overwritten_logits",
     "pointwise_pair",
     "positive",
     "positive_finite",
@@ -85,5 +99,6 @@ __all__ = [
     "same_size",
     "sequence",
     "shape",
+    "strict_flag",
     "tensor",
 ]

@@ -23,3 +23,12 @@ def gradient_available(fn: str, available: bool, why: str) -> None:
     """A second backward through a graph whose precomputed gradient the first one consumed."""
     if not available:
         raise LossError(f"{fn}: {why}")
+
+
+def overwritten_logits(operation: str) -> None:
+    """A read of logits that ``cross_entropy(inplace=True)`` overwrote with their gradient."""
+    raise LossValueError(
+        f"these logits were overwritten by cross_entropy(inplace=True): their storage holds the loss's gradient, "
+        f"so '{operation}' on them would compute on the gradient. Use inplace=True only when nothing reads the "
+        "logits after the loss (compute accuracies, regularisers or other losses first, or use inplace=False)"
+    )

@@ -53,6 +53,13 @@ def reduction(value: object, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def strict_flag(fn: str, name: str, value: object) -> bool:
+    """A bool and nothing else, as torch's kernels take (``kl_div(log_target=...)``)."""
+    if not isinstance(value, bool):
+        raise LossTypeError(f"{fn}(): '{name}' must be bool, not {type(value).__name__} ({value!r})")
+    return value
+
+
 def flag(fn: str, name: str, value: object) -> bool:
     """A bool (or 0/1), as torch's boolean options take."""
     if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):

@@ -87,6 +87,12 @@ def elementwise_weight(fn: str, weight, input):
     return weight
 
 
+def floating_dtype(fn: str, name: str, value: object) -> None:
+    """A floating point ``torch.dtype``."""
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise LossTypeError(f"{fn}(): '{name}' must be a floating point torch.dtype, got {value!r}")
+
+
 def at_least_1d(fn: str, name: str, t: torch.Tensor, forms: str) -> None:
     """A tensor with 1 or more dimensions, ``forms`` naming the shapes it may have, e.g. ``(C,), (N, C), ...``."""
     if t.dim() == 0:

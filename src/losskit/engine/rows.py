@@ -31,12 +31,13 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
 
 from .. import _checks
-from . import native
+from . import native, overwritten
 from .autograd import acc_dtype, first_order_only
 
 # Rows per chunk are chosen so that one chunk of fp32 logits is about this many elements (2 MiB):
@@ -82,11 +83,22 @@ class _CrossEntropy(torch.autograd.Function):
         want_grad = ctx.needs_input_grad[0]
         want_target_grad = ctx.needs_input_grad[1] and target.is_floating_point()
         inplace = opts.inplace and want_grad
+        # low precision, reduction='none': the gradient is made in backward with grad_output folded in (one
+        # rounding to bf16/fp16 instead of two); the forward then keeps no (rows, C) buffer at all
+        defer = x.dtype in _LOW_PRECISION and opts.reduction == "none" and not inplace
         loss, grad, ctx.target_grad = fused_pass(
-            x, target, weight, opts, want_grad, out=x if inplace else None, want_target_grad=want_target_grad
+            x,
+            target,
+            weight,
+            opts,
+            want_grad and not defer,
+            out=x if inplace else None,
+            want_target_grad=want_target_grad and not defer,
         )
         ctx.opts = opts
-        ctx.grad = grad
+        # in place, the gradient is the logits' storage under a separate plain tensor: the logits object itself
+        # is marked overwritten after the call (see .overwritten), and autograd must not receive that object
+        ctx.grad = grad.detach() if inplace and grad is not None else grad
         if (want_grad and not inplace) or want_target_grad:
             ctx.save_for_backward(x if not inplace else None, target, weight)
         return loss
@@ -96,6 +108,20 @@ class _CrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output):  # type: ignore[override]
         grad, ctx.grad = ctx.grad, None
         target_grad, ctx.target_grad = ctx.target_grad, None
+        fold = _fold_grad_output(ctx, grad, target_grad, grad_output)
+        if fold is not None:  # low precision: recompute with grad_output folded into each row's scale
+            x, target, weight = ctx.saved_tensors
+            _, grad, target_grad = fused_pass(
+                x,
+                target,
+                weight,
+                ctx.opts,
+                ctx.needs_input_grad[0],
+                out=grad,
+                want_target_grad=ctx.needs_input_grad[1] and target.is_floating_point(),
+                row_scale=fold,
+            )
+            return grad, target_grad, None, None
         if (ctx.needs_input_grad[0] and grad is None) or (ctx.needs_input_grad[1] and target_grad is None):
             # a second backward through this graph: recompute
             _checks.gradient_available(
@@ -121,6 +147,34 @@ class _CrossEntropy(torch.autograd.Function):
             elif grad_output.device.type != "cpu" or float(grad_output) != 1.0:
                 g.mul_(grad_output.to(g.dtype))
         return grad, target_grad, None, None
+
+
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _fold_grad_output(ctx, grad, target_grad, grad_output):
+    """The per-row scale to recompute a low-precision gradient with, or None when scaling the stored one is exact.
+
+    A bf16/fp16 gradient scaled by ``grad_output`` after the fact is rounded twice; torch rounds once. So where
+    the saved logits allow it, backward recomputes the gradient with ``grad_output`` as each row's scale:
+    always for ``'none'`` (whose forward made no gradient), and for a scalar ``grad_output`` on the CPU that is
+    not a power of two (1, or a loss scaler's 2^k, scale exactly)."""
+    g = grad if grad is not None else target_grad
+    deferred = ctx.opts.reduction == "none" and g is None
+    if not (deferred or (g is not None and g.dtype in _LOW_PRECISION)) or ctx.opts.inplace:
+        return None
+    x = ctx.saved_tensors[0]
+    if x is None or x.dtype not in _LOW_PRECISION:
+        return None
+    n = x.shape[0]
+    if ctx.opts.reduction == "none":
+        return grad_output.reshape(-1).to(torch.float32).expand(n)
+    if grad_output.device.type != "cpu":
+        return None
+    value = float(grad_output)
+    if value == 0.0 or not math.isfinite(value) or math.frexp(value)[0] in (0.5, -0.5):
+        return None
+    return grad_output.reshape(1).to(torch.float32).expand(n)
 
 
 class RowPlan:
@@ -158,6 +212,7 @@ class RowPlan:
         self.target_grad = None  # set to a (rows, C) buffer to get ∂loss/∂target for probability targets
         self.y_kernel = None  # targets for the CPU kernel (-1 = ignored), made on its first chunk
         self.kernel_scalars = None  # (Σ w, the reduction's scale, fp32 weights) as the kernel takes them
+        self.exact = False  # True: low-precision chunks take the fp32 path (one rounding; see native())
 
     @functools.cached_property
     def ignored(self) -> tuple[torch.Tensor, list[int]]:
@@ -182,8 +237,9 @@ class RowPlan:
         if self.y_kernel is None:
             self.y_kernel = torch.where(self.valid, self.y_safe, -1)
             scale = 1.0
-            if self.scale is not None:  # 1 / Σ w_y summed in a fixed order: the same for any thread count
-                scale = float(1.0 / native.fixed_order_sum(self.w_y))
+            if self.scale is not None:  # 1 / Σ w_y, the same for any thread count (see reduced)
+                counted = self.w is None and self.w_y.numel() < 1 << 24
+                scale = float(self.scale) if counted else float(1.0 / native.fixed_order_sum(self.w_y))
             self.kernel_scalars = (
                 float(self.w_sum),
                 scale,
@@ -215,7 +271,7 @@ class RowPlan:
         (fp32/fp64 measured no faster this way than with log-softmax, which is exact: they keep it.) On the CPU
         the kernel (:meth:`kernel_ok`) comes first and is exact in bf16 too; this path serves CUDA and
         machines without a compiler."""
-        return dtype == torch.bfloat16 and self.opts.softcap is None and self.opts.reduction != "none"
+        return not self.exact and dtype == torch.bfloat16 and self.opts.softcap is None and self.opts.reduction != "none"
 
     def chunk(self, xc, s: int, e: int, want_grad: bool, out=None, row_scale=None):
         """Row losses of logits ``xc`` (rows s..e) into ``self.rows``; returns their gradient (in the
@@ -357,15 +413,20 @@ class RowPlan:
             return self.rows.to(dtype)
         loss = native.fixed_order_sum(self.rows)
         if self.opts.reduction == "mean":
-            denom = self.denom if self.probabilities else native.fixed_order_sum(self.w_y)
+            denom = self.denom  # probabilities: the row count; class indices: Σ w_y over kept rows
+            if not self.probabilities and not (self.w is None and self.w_y.numel() < 1 << 24):
+                denom = native.fixed_order_sum(self.w_y)  # (a count below 2^24 is exact in any order)
             loss = loss / denom
             if not self.probabilities:  # kept rows of total weight 0: torch's NLL part is 0/0 = nan
                 loss = torch.where(denom == 0, torch.full_like(loss, float("nan")), loss)
         return loss.to(dtype)
 
 
-def fused_pass(x, target, weight, opts: CrossEntropyOptions, want_grad: bool, out=None, want_target_grad=False):
-    """Reduced loss and, if ``want_grad``, the gradient of the reduced loss w.r.t. ``x`` (rows, C).
+def fused_pass(
+    x, target, weight, opts: CrossEntropyOptions, want_grad: bool, out=None, want_target_grad=False, row_scale=None
+):
+    """Reduced loss and, if ``want_grad``, the gradient of the reduced loss w.r.t. ``x`` (rows, C), each row's
+    gradient times ``row_scale`` when given (a backward folding ``grad_output`` in).
 
     The only (rows, C) buffer is the gradient (``out`` when given, e.g. the logits themselves);
     everything else is one chunk of rows at a time. Without grad, nothing of size (rows, C) is made.
@@ -373,6 +434,7 @@ def fused_pass(x, target, weight, opts: CrossEntropyOptions, want_grad: bool, ou
     n, c = x.shape
     acc = acc_dtype(x.dtype)
     plan = RowPlan(target, weight, opts, n, c, acc, x.device, want_grad)
+    plan.exact = row_scale is not None
     if want_target_grad:
         plan.target_grad = torch.empty(target.shape, dtype=target.dtype, device=target.device)
     grad = None
@@ -384,7 +446,8 @@ def fused_pass(x, target, weight, opts: CrossEntropyOptions, want_grad: bool, ou
     step = max(n, 1) if kernel else rows_per_chunk(c)
     for s in range(0, n, step):
         e = min(n, s + step)
-        p = plan.chunk(x[s:e], s, e, want_grad, out=grad[s:e] if direct else None)
+        rs = None if row_scale is None else row_scale[s:e]
+        p = plan.chunk(x[s:e], s, e, want_grad, out=grad[s:e] if direct else None, row_scale=rs)
         if want_grad and not direct:
             grad[s:e].copy_(p)
     return plan.reduced(x.dtype), grad, plan.target_grad
@@ -412,6 +475,8 @@ def cross_entropy(
         rows_t = target.reshape(-1)
         out_shape = target.shape
     loss = _CrossEntropy.apply(rows_x, rows_t, weight, opts)
+    if opts.inplace and rows_x.requires_grad:  # any later read of the overwritten logits now raises
+        overwritten.poison(rows_x)
     if probabilities and target.dtype != input.dtype:  # torch promotes, e.g. float32 logits, float64 targets
         loss = loss.to(torch.promote_types(input.dtype, target.dtype))
     if opts.reduction == "none":

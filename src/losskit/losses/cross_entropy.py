@@ -80,6 +80,7 @@ def cross_entropy(
     _checks.tensor(fn, "input", input)
     _checks.tensor(fn, "target", target)
     weight = _checks.optional_tensor(fn, "weight", weight)
+    _checks.no_grad(fn, "weight", weight)  # as torch: class weights are not differentiated
     ignore_index = _checks.integer(fn, "ignore_index", ignore_index)
     reduction = _reduction.resolve(reduction, size_average, reduce)
     _checks.floating(fn, "input", input)

@@ -68,7 +68,7 @@ def kl_div(
             UserWarning,
             stacklevel=2,
         )
-    log_target = bool(log_target)
+    log_target = _checks.strict_flag(fn, "log_target", log_target)
     inner = "sum" if reduction == "batchmean" else reduction
     loss = pointwise.route(
         KL_DIV,

@@ -57,8 +57,11 @@ def rows_per_chunk(n: int, v: int, h: int, chunk_size: int | None, memory_budget
     return max(1, min(n, rows))
 
 
-def _pass(h, w, b, target, weight, opts, needs, step, rows=None, row_scale=None):
+def _pass(h, w, b, target, weight, opts, needs, step, rows=None, row_scale=None, acc_logits=False):
     """One walk over the row chunks: the reduced loss and the gradients named in ``needs`` (h, W, b, target).
+
+    ``acc_logits`` (fp16/bf16 with torch's ``options``): the logits, the bias added to them and the gradient
+    products are fp32, as torch's chunked path keeps them (one fp32 copy of ``W`` per pass).
 
     With ``rows`` (indices into ``h``), only those rows are computed, ``target`` being theirs; the others get
     a zero gradient. Each chunk of rows is gathered on the way, so no compacted copy of ``h`` is made.
@@ -74,12 +77,16 @@ def _pass(h, w, b, target, weight, opts, needs, step, rows=None, row_scale=None)
         grad_h = torch.empty_like(h) if rows is None else torch.zeros_like(h)
     grad_w = torch.zeros(w.shape, dtype=acc, device=w.device) if needs[1] else None
     grad_b = torch.zeros(v, dtype=acc, device=w.device) if needs[2] else None
-    low = h.dtype != acc
+    acc_logits = acc_logits and h.dtype != acc
+    wl = w.to(acc) if acc_logits else w  # the weight the logits and the input gradient are multiplied with
+    bl = None if b is None else b.to(wl.dtype)
     for s in range(0, n, step):
         e = min(n, s + step)
         hc = h[s:e] if rows is None else h.index_select(0, rows[s:e])
-        logits = torch.mm(hc, w.t()) if b is None else torch.addmm(b, hc, w.t())
+        hl = hc.to(wl.dtype)
+        logits = torch.mm(hl, wl.t()) if bl is None else torch.addmm(bl, hl, wl.t())
         # the chunk's gradient overwrites its logits
+        low = logits.dtype != acc
         in_place = not low or plan.native(logits.dtype) or plan.kernel_ok(logits, logits)
         g = plan.chunk(
             logits,
@@ -91,35 +98,38 @@ def _pass(h, w, b, target, weight, opts, needs, step, rows=None, row_scale=None)
         )
         if want_grad:
             if grad_h is not None:
-                if rows is None:
+                if acc_logits:
+                    gh = torch.mm(g, wl).to(h.dtype)
+                    grad_h[s:e].copy_(gh) if rows is None else grad_h.index_copy_(0, rows[s:e], gh)
+                elif rows is None:
                     torch.mm(g.to(w.dtype), w, out=grad_h[s:e])
                 else:
                     grad_h.index_copy_(0, rows[s:e], torch.mm(g.to(w.dtype), w))
             if grad_w is not None:
-                grad_w.addmm_(g.t().to(acc), hc.to(acc))
+                grad_w.addmm_(g.t().to(acc), hl if acc_logits else hc.to(acc))
             if grad_b is not None:
                 grad_b.add_(g.sum(0, dtype=acc))
         # freed before the next chunk's matmul allocates its logits: one chunk at a time at the peak
-        del logits, g, hc
+        del logits, g, hc, hl
     return plan.reduced(h.dtype), grad_h, grad_w, grad_b, plan.target_grad
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, w, b, target, weight, opts: CrossEntropyOptions, step: int, rows=None):  # type: ignore[override]
+    def forward(ctx, h, w, b, target, weight, opts: CrossEntropyOptions, step: int, rows=None, acc_logits=False):  # type: ignore[override]
         needs = (
             ctx.needs_input_grad[0],
             ctx.needs_input_grad[1],
             b is not None and ctx.needs_input_grad[2],
             ctx.needs_input_grad[3] and target.is_floating_point(),
         )
-        ctx.opts, ctx.step, ctx.needs = opts, step, needs
+        ctx.opts, ctx.step, ctx.needs, ctx.acc_logits = opts, step, needs, acc_logits
         ctx.save_for_backward(h, w, b, target, weight, rows)
         if opts.reduction == "none" or not any(needs):
             ctx.grads = None  # 'none': per-row grad_output is only known in backward
-            loss, *_ = _pass(h, w, b, target, weight, opts, (False, False, False, False), step, rows)
+            loss, *_ = _pass(h, w, b, target, weight, opts, (False,) * 4, step, rows, acc_logits=acc_logits)
             return loss
-        loss, *ctx.grads = _pass(h, w, b, target, weight, opts, needs, step, rows)
+        loss, *ctx.grads = _pass(h, w, b, target, weight, opts, needs, step, rows, acc_logits=acc_logits)
         return loss
 
     @staticmethod
@@ -129,10 +139,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grads, ctx.grads = ctx.grads, None
         if ctx.opts.reduction == "none":
             row_scale = grad_output.reshape(-1).to(acc_dtype(h.dtype))
-            _, *grads = _pass(h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step, rows, row_scale=row_scale)
+            _, *grads = _pass(h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step, rows, row_scale, ctx.acc_logits)
         else:
             if grads is None:  # a second backward through this graph (retain_graph=True): recompute
-                _, *grads = _pass(h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step, rows)
+                _, *grads = _pass(h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step, rows, None, ctx.acc_logits)
             if grad_output.device.type != "cpu" or float(grad_output) != 1.0:
                 for g in grads:
                     if g is not None:
@@ -142,10 +152,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_w = grad_w.to(w.dtype)
         if grad_b is not None:
             grad_b = grad_b.to(b.dtype)
-        return grad_h, grad_w, grad_b, grad_t, None, None, None, None
+        return grad_h, grad_w, grad_b, grad_t, None, None, None, None, None
 
 
-def fused_linear_cross_entropy(h, w, b, target, weight, opts: CrossEntropyOptions, step: int) -> torch.Tensor:
+def fused_linear_cross_entropy(
+    h, w, b, target, weight, opts: CrossEntropyOptions, step: int, acc_logits: bool = False
+) -> torch.Tensor:
     """``h`` (rows, H), ``w`` (V, H), ``b`` (V,) or None, ``target`` (rows,) or (rows, V) probabilities.
 
     Rows whose target is ``ignore_index`` contribute nothing, so they are dropped before the matmuls
@@ -158,11 +170,11 @@ def fused_linear_cross_entropy(h, w, b, target, weight, opts: CrossEntropyOption
         kept = target != opts.ignore_index
         if not bool(kept.all()):
             idx = kept.nonzero().squeeze(1)
-            loss = _LinearCrossEntropy.apply(h, w, b, target[idx], weight, opts, step, idx)
+            loss = _LinearCrossEntropy.apply(h, w, b, target[idx], weight, opts, step, idx, acc_logits)
             if opts.reduction != "none":
                 return loss
             return torch.zeros(target.shape[0], dtype=loss.dtype, device=loss.device).index_copy(0, idx, loss)
-    return _LinearCrossEntropy.apply(h, w, b, target, weight, opts, step)
+    return _LinearCrossEntropy.apply(h, w, b, target, weight, opts, step, None, acc_logits)
 
 
 @lower_precision_under_autocast
@@ -223,6 +235,7 @@ def linear_cross_entropy(
     _checks.tensor(fn, "target", target)
     linear_bias = _checks.optional_tensor(fn, "linear_bias", linear_bias)
     weight = _checks.optional_tensor(fn, "weight", weight)
+    _checks.no_grad(fn, "weight", weight)  # as torch: class weights are not differentiated
     reduction = _reduction.resolve(reduction)
     _checks.floating(fn, "input", input)
     h_features, v, out_features = _checks.linear_layer(fn, input, linear_weight, linear_bias)
@@ -277,7 +290,9 @@ def linear_cross_entropy(
         loss = traced_cross_entropy(logits, rows_t, weight, opts, fn)
         return loss.reshape(lead) if reduction == "none" else loss
     step = rows_per_chunk(h.shape[0], v, h_features, chunk_size, memory_budget, acc)
-    loss = fused_linear_cross_entropy(h, linear_weight, linear_bias, rows_t, weight, opts, step)
+    # torch's chunked path (taken when ``options`` is given and applies) keeps fp16/bf16 logits in fp32
+    acc_logits = options is not None and eps == 0.0 and target.dtype == torch.int64
+    loss = fused_linear_cross_entropy(h, linear_weight, linear_bias, rows_t, weight, opts, step, acc_logits)
     if probabilities and target.dtype != input.dtype:  # torch promotes, e.g. float32 input, float64 targets
         loss = loss.to(torch.promote_types(input.dtype, target.dtype))
     return loss.reshape(lead) if reduction == "none" else loss
@@ -320,6 +335,7 @@ class LinearCrossEntropyLoss(WeightedLoss):
         label_smoothing: float = 0.0,
         options=None,
     ) -> None:
+        _checks.constructors.linear_cross_entropy_module(weight, num_classes, label_smoothing)
         super().__init__(weight, None, None, reduction)
         self.num_classes = num_classes
         self.out_features = tuple(out_features)

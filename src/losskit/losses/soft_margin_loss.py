@@ -48,6 +48,10 @@ def soft_margin_loss(
         tensor([0.1269, 0.9741])
     """
     fn = "soft_margin_loss"
+    _checks.floating(fn, "input", _checks.tensor(fn, "input", input))
+    if isinstance(target, torch.Tensor) and not (target.is_floating_point() or target.is_complex()):
+        target = target.to(input.dtype)  # as torch: an integer (or bool) target is promoted to the input's dtype
+    _checks.broadcasts_to(fn, "target", _checks.tensor(fn, "target", target), "input", input)  # as torch
     input, target = _checks.pointwise_pair(fn, input, target, warn_broadcast=False)
     reduction = _reduction.resolve(reduction, size_average, reduce)
     target = target.to(input.dtype)
