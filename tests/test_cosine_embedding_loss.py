@@ -84,7 +84,7 @@ def test_gradcheck():
         x1, x2, y = problem(shape, 5, degenerate=False)
         for reduction in REDUCTIONS:
             args = (x1.clone().requires_grad_(), x2.clone().requires_grad_())
-            f = lambda a, b, r=reduction: LF.cosine_embedding_loss(a, b, y, margin=-2.0, reduction=r)  # noqa: E731
+            f = lambda a, b, r=reduction, y=y: LF.cosine_embedding_loss(a, b, y, margin=-2.0, reduction=r)  # noqa: E731
             assert torch.autograd.gradcheck(f, args)
             assert torch.autograd.gradgradcheck(f, args)
 

@@ -81,13 +81,22 @@ def test_concatenated_targets_match_torch(path, reduction):
     compare(lp, concatenated(targets, tl), il, tl, reduction=reduction)
 
 
-def test_forward_is_torchs_bit_for_bit_on_the_kernel():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("zero_infinity", [False, True])
+def test_loss_and_gradient_are_torchs_bit_for_bit_on_the_kernel(dtype, zero_infinity):
     if native_ctc.library() is None:
         pytest.skip(native_ctc.status())
-    for dtype in (torch.float32, torch.float64):
-        lp, targets, il, tl = problem(t=40, n=6, c=9, s=12, seed=5, dtype=dtype)
-        ours = LF.ctc_loss(lp, targets, il, tl, reduction="none")
-        assert torch.equal(ours, TF.ctc_loss(lp, targets, il, tl, reduction="none"))
+    for seed in range(4):
+        lp, targets, il, tl = problem(t=40, n=6, c=9, s=12, seed=seed, dtype=dtype)
+        il[0] = 3  # too short for its target: inf / NaN rows
+        a, b = lp.clone().requires_grad_(), lp.clone().requires_grad_()
+        ours = LF.ctc_loss(a, targets, il, tl, reduction="none", zero_infinity=zero_infinity)
+        ref = TF.ctc_loss(b, targets, il, tl, reduction="none", zero_infinity=zero_infinity)
+        assert torch.equal(ours, ref)
+        cot = torch.linspace(0.5, 1.5, 6, dtype=dtype)
+        (ours * cot).sum().backward()
+        (ref * cot).sum().backward()
+        assert torch.equal(a.grad.nan_to_num(7.0), b.grad.nan_to_num(7.0))
 
 
 @pytest.mark.parametrize(
@@ -247,6 +256,14 @@ def test_compile_fullgraph_and_export():
         def forward(self, lp):
             return LF.ctc_loss(lp, targets, il, tl)
 
+    # concatenated targets and tuple lengths: K is the static bound numel() when compiling, still no break
+    concat, ilt, tlt = concatenated(targets, tl), tuple(il.tolist()), tuple(tl.tolist())
+    torch._dynamo.reset()
+    compiled = torch.compile(
+        lambda x: LF.ctc_loss(x, concat, ilt, tlt, reduction="sum"), backend="aot_eager", fullgraph=True
+    )
+    torch.testing.assert_close(compiled(lp), TF.ctc_loss(lp, concat, ilt, tlt, reduction="sum"), **TOL[torch.float64])
+
     exported = torch.export.export(M(), (lp,))
     torch.testing.assert_close(exported.module()(lp), ref.detach(), **TOL[torch.float64])
     torch.library.opcheck(torch.ops.losskit.ctc_forward.default, (lp, targets, il, tl, 0))
@@ -329,6 +346,18 @@ def test_bad_input_raises_torchs_type_naming_the_argument(name, args, kwargs, ar
     assert isinstance(ours.value, torch_type)
 
 
+def test_autocast_computes_in_float32_like_torch():
+    lp, targets, il, tl = problem(seed=21)
+    x = lp.bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = LF.ctc_loss(x, targets, il, tl)
+        ref = TF.ctc_loss(x, targets, il, tl)
+    assert ours.dtype == ref.dtype == torch.float32
+    torch.testing.assert_close(ours, ref, **TOL[torch.float32])
+    ours.backward()
+    assert x.grad.dtype == torch.bfloat16
+
+
 def test_label_out_of_range_is_an_index_error():
     """torch reads out of bounds here (no check); losskit raises."""
     lp, targets, il, tl = problem(t=6, n=2, c=5, s=3, seed=20, full=True)
@@ -336,3 +365,20 @@ def test_label_out_of_range_is_an_index_error():
         LF.ctc_loss(lp, targets + 5, il, torch.tensor([3, 3]))
     with pytest.raises(losskit.LossIndexError, match="targets"):
         LF.ctc_loss(lp, targets - 5, il, torch.tensor([3, 3]))
+
+
+@pytest.mark.parametrize(
+    ("il", "tl", "labels", "error"),
+    [
+        ((6, 5), (1, 1), [[1], [2]], losskit.LossValueError),
+        ((5, 5), (2, 1), [[1], [2]], losskit.LossValueError),
+        ((5, 5), (1, 1), [[9], [2]], losskit.LossIndexError),
+    ],
+)
+def test_kernel_reports_invalid_data_that_skipped_the_checks(il, tl, labels, error):
+    """Under torch.compile the data checks are skipped: the kernel itself refuses, never reading out of bounds."""
+    if native_ctc.library() is None:
+        pytest.skip(native_ctc.status())
+    lp = torch.randn(5, 2, 4).log_softmax(2)
+    with pytest.raises(error, match="invalid"):
+        ctc_module._forward_impl(lp, torch.tensor(labels), torch.tensor(il), torch.tensor(tl), 0)

@@ -27,6 +27,14 @@ BANNED_FUNCTIONS = {
     "multilabel_margin_loss",
     "soft_margin_loss",
     "linear_cross_entropy",
+    "poisson_nll_loss",
+    "gaussian_nll_loss",
+    "cosine_embedding_loss",
+    "hinge_embedding_loss",
+    "multilabel_soft_margin_loss",
+    "multi_margin_loss",
+    "triplet_margin_loss",
+    "triplet_margin_with_distance_loss",
 }
 
 

@@ -84,8 +84,9 @@ def test_gradcheck():
         for reduction in REDUCTIONS:
             xs = (x.abs() + 0.2 if kw else x).clone().requires_grad_()
             ts = t.clone().add_(0.5).requires_grad_()  # off the masked Stirling edge
-            assert torch.autograd.gradcheck(lambda a, b: LF.poisson_nll_loss(a, b, reduction=reduction, **kw), (xs, ts))
-            assert torch.autograd.gradgradcheck(lambda a, b: LF.poisson_nll_loss(a, b, reduction=reduction, **kw), (xs, ts))
+            f = lambda a, b, r=reduction, kw=kw: LF.poisson_nll_loss(a, b, reduction=r, **kw)  # noqa: E731
+            assert torch.autograd.gradcheck(f, (xs, ts))
+            assert torch.autograd.gradgradcheck(f, (xs, ts))
 
 
 def test_module():

@@ -126,10 +126,7 @@ def _same_nonfinite(a: torch.Tensor, b: torch.Tensor) -> bool:
     a, b = a.detach(), b.detach()
     if a.is_complex() or b.is_complex():
         return bool(torch.equal(torch.isnan(a), torch.isnan(b)))
-    return all(
-        bool(torch.equal(f(a), f(b)))
-        for f in (torch.isnan, torch.isposinf, torch.isneginf)
-    )
+    return all(bool(torch.equal(f(a), f(b))) for f in (torch.isnan, torch.isposinf, torch.isneginf))
 
 
 def close(ours, ref, truth, dtype, what: str) -> str | None:

@@ -26,7 +26,7 @@ def huber_sum(input: torch.Tensor, target: torch.Tensor, delta: float) -> torch.
     difference keeps at least half of the first: no cancellation."""
     d = torch.sub(input, target).reshape(-1)
     m = d.clamp(-delta, delta)
-    return torch.dot(m, d) - 0.5 * torch.dot(m, m)
+    return m.mul_(torch.sub(d, m, alpha=0.5)).sum()
 
 
 def smooth_l1(input: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
