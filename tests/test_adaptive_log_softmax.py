@@ -225,3 +225,27 @@ def test_log_prob_and_predict_name_the_input():
         ours.log_prob(torch.randn(4, 3, dtype=torch.float64))
     with pytest.raises(losskit.LossError, match="'input'"):
         ours.predict(torch.randn(4, 3, dtype=torch.float64))
+
+
+def test_retain_graph_second_backward_and_no_grad():
+    ours, ref = pair()
+    x, y = data()
+    xa = x.clone().requires_grad_()
+    out = ours(xa, y)
+    out.loss.backward(retain_graph=True)
+    first = xa.grad.clone()
+    out.loss.backward()
+    torch.testing.assert_close(xa.grad, 2 * first, **TOL[torch.float64])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, y).output, ref(x, y).output, **TOL[torch.float64])
+
+
+def test_bfloat16_no_further_from_float64_than_torch():
+    ours, ref = pair(dtype=torch.bfloat16)
+    x, y = data(dtype=torch.bfloat16)
+    truth, _ = pair(dtype=torch.float64)
+    truth.load_state_dict({k: v.double() for k, v in ref.state_dict().items()})
+    t = truth(x.double(), y).output
+    a, b = ours(x, y).output, ref(x, y).output
+    assert a.dtype == b.dtype == torch.bfloat16
+    assert (a.double() - t).abs().max() <= 1.5 * (b.double() - t).abs().max() + 1e-2

@@ -53,6 +53,9 @@ class Entry:
     module_mirrors_function: bool = True
     extras: tuple[str, ...] = ()  # keyword-only arguments beyond torch's signature
     typical: dict = field(default_factory=dict)  # the keywords of a typical call (benchmarks)
+    # False where torch's gradient is not the derivative (ctc_loss assumes log_softmax input: its own test
+    # gradchecks through a log_softmax)
+    gradcheck: bool = True
 
 
 FAMILIES = ("classification", "fused", "regression", "binary", "divergence", "ranking", "embedding", "sequence")

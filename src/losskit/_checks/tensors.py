@@ -73,9 +73,9 @@ def pointwise_pair(fn: str, input, target, *, warn_broadcast: bool = True):
             UserWarning,
             stacklevel=3,
         )
-    shape = broadcast_shape(fn, ("input", "target"), input, target)
     if input.shape == target.shape:
         return input, target
+    shape = broadcast_shape(fn, ("input", "target"), input, target)
     return input.expand(shape), target.expand(shape)
 
 

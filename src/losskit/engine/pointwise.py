@@ -20,6 +20,9 @@ from .. import _reduction
 from .._tracing import tracing
 
 CHUNK_ELEMENTS = 1 << 17
+# Below this many elements the plain reference (a few torch ops that autograd differentiates in C++) costs less
+# than the chunked Function's fixed cost, and its temporaries are a few hundred KiB at most
+SMALL_ELEMENTS = 1 << 16
 _SUMMED_DTYPES = (torch.float32, torch.float64)  # low precision keeps the element-wise sum (torch's accuracy)
 
 
@@ -142,9 +145,10 @@ def is_row_vector(t: torch.Tensor | None, x: torch.Tensor) -> bool:
 
 
 def fast_path_ok(x: torch.Tensor, t: torch.Tensor, *extras: torch.Tensor | None) -> bool:
-    """True when the chunked Function computes this call exactly: same shape, dtype, contiguity, and a
-    target that needs no gradient; weights equal-shaped or broadcast along the last dim only."""
-    if x.numel() == 0 or t.requires_grad or t.shape != x.shape or t.dtype != x.dtype or tracing(x, t):
+    """True when the chunked Function computes this call exactly and pays: not a small problem
+    (:data:`SMALL_ELEMENTS`), same shape, dtype, contiguity, and a target that needs no gradient; weights
+    equal-shaped or broadcast along the last dim only; not traced."""
+    if x.numel() < SMALL_ELEMENTS or t.requires_grad or t.shape != x.shape or t.dtype != x.dtype or tracing(x, t):
         return False
     if not (x.is_contiguous() and t.is_contiguous()):
         return False

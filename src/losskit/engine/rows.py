@@ -271,7 +271,9 @@ class RowPlan:
         (fp32/fp64 measured no faster this way than with log-softmax, which is exact: they keep it.) On the CPU
         the kernel (:meth:`kernel_ok`) comes first and is exact in bf16 too; this path serves CUDA and
         machines without a compiler."""
-        return not self.exact and dtype == torch.bfloat16 and self.opts.softcap is None and self.opts.reduction != "none"
+        return (
+            not self.exact and dtype == torch.bfloat16 and self.opts.softcap is None and self.opts.reduction != "none"
+        )
 
     def chunk(self, xc, s: int, e: int, want_grad: bool, out=None, row_scale=None):
         """Row losses of logits ``xc`` (rows s..e) into ``self.rows``; returns their gradient (in the

@@ -86,6 +86,11 @@ def binary_cross_entropy_with_logits(
     if pointwise.fast_path_ok(input, target, weight, pos_weight) and pointwise.is_row_vector(pos_weight, input):
         row_pos_weight = None if pos_weight is None else pos_weight.reshape(-1)
         return pointwise.pointwise(BCE_WITH_LOGITS, input, target, weight, row_pos_weight, reduction)
+    dtype = input.dtype
+    if dtype in (torch.float16, torch.bfloat16):  # fp32 intermediates, one rounding at the end (as torch's kernel)
+        weight, pos_weight = (None if t is None else t.float() for t in (weight, pos_weight))
+        loss = bce_with_logits_elementwise(input.float(), target.float(), weight, pos_weight)
+        return _reduction.reduce_loss(loss, reduction).to(dtype)
     loss = bce_with_logits_elementwise(input, target, weight, pos_weight)
     return _reduction.reduce_loss(loss, reduction)
 

@@ -48,6 +48,8 @@ def l1_loss(
     weight = _checks.elementwise_weight(fn, weight, _checks.tensor(fn, "input", input))
     input, target = _checks.pointwise_pair(fn, input, target)
     reduction = _reduction.resolve(reduction, size_average, reduce)
+    if input.is_complex() or target.is_complex():  # as torch: the real |x - y|, differentiated by autograd
+        return pointwise.reduce_weighted(absolute_error(input, target), weight, reduction, mean_over_weights=True)
     return pointwise.route(
         ABSOLUTE,
         lambda: absolute_error(input, target),

@@ -70,6 +70,7 @@ def _pass(h, w, b, target, weight, opts, needs, step, rows=None, row_scale=None,
     acc = acc_dtype(h.dtype)
     want_grad = any(needs[:3])
     plan = RowPlan(target, weight, opts, n, v, acc, h.device, want_grad)
+    plan.exact = row_scale is not None and h.dtype != acc  # low precision: the fp32 path, one rounding
     if needs[3]:  # a probability target that requires grad
         plan.target_grad = torch.empty(target.shape, dtype=target.dtype, device=target.device)
     grad_h = None
@@ -114,6 +115,16 @@ def _pass(h, w, b, target, weight, opts, needs, step, rows=None, row_scale=None,
     return plan.reduced(h.dtype), grad_h, grad_w, grad_b, plan.target_grad
 
 
+def _fold(h: torch.Tensor, grad_output: torch.Tensor) -> bool:
+    """Whether backward recomputes with ``grad_output`` as each row's scale: fp16/bf16 input (whose gradient
+    would otherwise be rounded, then scaled and rounded again) and a CPU ``grad_output`` that is not a power of
+    two (1, or a loss scaler's 2^k, scale exactly). The recompute costs the three matmuls again."""
+    if h.dtype not in (torch.float16, torch.bfloat16) or grad_output.device.type != "cpu":
+        return False
+    value = float(grad_output)
+    return value != 0.0 and math.isfinite(value) and math.frexp(value)[0] not in (0.5, -0.5)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, w, b, target, weight, opts: CrossEntropyOptions, step: int, rows=None, acc_logits=False):  # type: ignore[override]
@@ -143,7 +154,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
         else:
             if grads is None:  # a second backward through this graph (retain_graph=True): recompute
                 _, *grads = _pass(h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step, rows, None, ctx.acc_logits)
-            if grad_output.device.type != "cpu" or float(grad_output) != 1.0:
+            if _fold(h, grad_output):  # fp16/bf16: grad_output folded in before the one rounding, not after
+                n = target.shape[0]
+                row_scale = grad_output.reshape(1).to(torch.float32).expand(n)
+                _, *grads = _pass(
+                    h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step, rows, row_scale, ctx.acc_logits
+                )
+            elif grad_output.device.type != "cpu" or float(grad_output) != 1.0:
                 for g in grads:
                     if g is not None:
                         g.mul_(grad_output.to(g.dtype))
