@@ -35,7 +35,9 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rich_progress, rich_table, rich_console = require("bench", "rich.progress", "rich.table", "rich.console")
+    rich_progress, rich_table, rich_console, rich_box = require(
+        "bench", "rich.progress", "rich.table", "rich.console", "rich.box"
+    )
     require("bench", "matplotlib")
     from . import bench_cases, bench_plot, harness
 
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         task = progress.add_task("benchmarking", total=total)
 
         def step(case, impl, metrics):
-            progress.update(task, advance=1, description=f"{case.suite}: {case.name} [{impl}]")
+            progress.update(task, advance=1, description=f"{case.suite}: {harness.short_case(case.name)} [{impl}]")
 
         for suite, cases in plan.items():
             all_rows[suite] = harness.run_suite(cases, str(args.out / f"bench_{suite}.csv"), step)
@@ -71,19 +73,7 @@ def run(args: argparse.Namespace) -> int:
     for suite, rows in all_rows.items():
         baselines = ("torch", "torch_chunked") if suite == "linear_cross_entropy" else ("torch",)
         for baseline in baselines:
-            table = rich_table.Table(title=f"{suite}: time and peak memory against {baseline}")
-            for col in ("case", "impl", "fwd+bwd ms", "peak MiB", f"time / {baseline}", f"memory / {baseline}"):
-                table.add_column(col, justify="left" if col in ("case", "impl") else "right")
-            for r in harness.ratio_table(rows, baseline):
-                table.add_row(
-                    r["case"],
-                    r["impl"],
-                    "—" if r["ms"] is None else f"{r['ms']:.1f}",
-                    "—" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}",
-                    f"{r['time_ratio']:.2f}×" if "time_ratio" in r else "",
-                    f"{r['mem_ratio']:.2f}×" if "mem_ratio" in r else "",
-                )
-            console.print(table)
+            console.print(ratio_table(rich_table, rich_box, harness, rows, suite, baseline))
         errors = [r for r in rows if r["metric"] == "error"]
         for r in errors:
             console.print(f"[red]{r['case']} [{r['impl']}] failed: {r['value']}")
@@ -92,3 +82,28 @@ def run(args: argparse.Namespace) -> int:
         )
         console.print(f"wrote {args.out / f'bench_{suite}.csv'} and {png}")
     return 0
+
+
+def ratio_table(rich_table, rich_box, harness, rows: list[dict], suite: str, baseline: str):
+    """One suite's results against ``baseline`` as a rich table that fits 80 columns, in a terminal or a pipe:
+    short case names, short headers (the ratio's baseline is in the title), no vertical borders."""
+    table = rich_table.Table(
+        title=f"{suite}: time / {baseline} and memory / {baseline}",
+        caption="ms: forward+backward median; MiB: peak extra memory",
+        box=rich_box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("case", overflow="fold")
+    table.add_column("impl", overflow="fold")
+    for col in ("ms", "MiB", "time", "memory"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in harness.ratio_table(rows, baseline):
+        table.add_row(
+            harness.short_case(r["case"]),
+            r["impl"],
+            "—" if r["ms"] is None else f"{r['ms']:.1f}",
+            "—" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}",
+            f"{r['time_ratio']:.2f}×" if "time_ratio" in r else "",
+            f"{r['mem_ratio']:.2f}×" if "mem_ratio" in r else "",
+        )
+    return table

@@ -104,10 +104,10 @@ def run(args: argparse.Namespace) -> int:
 
     smoothing = f", label_smoothing={args.label_smoothing:g}" if args.label_smoothing else ""
     console.print(
-        f"[bold]losskit demo[/bold]: digits 8x8, {len(y_train):,} train / {len(y_test):,} test images; "
+        f"[bold]losskit demo[/bold]: digits 8x8, {len(y_train):,} train / {len(y_test):,} test images\n"
         f"MLP 64-{_HIDDEN}-10, SGD lr={_LR} momentum={_MOMENTUM} cosine, batch {_BATCH_SIZE}, "
         f"{args.epochs} epochs, seed {args.seed}"
-    )
+    )  # every line under 80 columns: terminals, CI logs and pipes alike
     console.print(f"criterion = losskit.nn.CrossEntropyLoss({smoothing.lstrip(', ')})   (checked against torch.nn's)")
 
     history = _History()
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train_step(model, criterion, reference, optimizer, x, y, history: _History) -> float:
-    """One step of seed 002's loop, plus the same batch through torch.nn.CrossEntropyLoss."""
+    """One step of a plain training loop, plus the same batch through torch.nn.CrossEntropyLoss."""
     outputs = model(x)
     outputs.retain_grad()
     loss = criterion(outputs, y)

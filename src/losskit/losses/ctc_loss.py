@@ -156,7 +156,7 @@ def _backward_torch(grad_out, lp, y, il, tl, nll, alpha, blank: int, zero_infini
         occupancy[rows, last, 2 * tl] = torch.where(label_is_blank, torch.zeros_like(end), end)
     grad = lp.exp()
     grad.scatter_add_(2, ext[None].expand(t_max, n, length), occupancy.permute(1, 0, 2))
-    grad *= grad_out.to(lp.dtype)[None, :, None]
+    grad = grad * grad_out.to(lp.dtype)[None, :, None]  # out of place: grad_out may be vmapped (jacrev)
     grad.masked_fill_(lp == _NINF, float("nan"))
     grad.masked_fill_(bad[None, :, None] & valid[:, :, None], 0.0 if zero_infinity else float("nan"))
     grad.masked_fill_(~valid[:, :, None], 0.0)
