@@ -234,3 +234,20 @@ def test_every_catalog_loss_is_in_the_grid():
     for entry in ENTRIES:
         assert callable(getattr(TF, entry.name, None)), entry.name
         assert inspect.signature(entry.function)
+
+
+@pytest.mark.parametrize(
+    ("op", "args"),
+    [
+        ("class_targets", (torch.tensor([0, 2, -100, 1]), 3, -100, "cross_entropy")),
+        ("class_targets", (torch.tensor([[0, 1], [2, 5]]), 6, 5, "nll_loss")),
+        ("checked_zero", (torch.rand(4, 3), "unit_interval", "binary_cross_entropy", "input", 0)),
+        ("checked_zero", (torch.tensor([[0, -1, 2]]), "multilabel", "multilabel_margin_loss", "target", 3)),
+    ],
+    ids=["class_targets", "class_targets-2d", "unit_interval", "multilabel"],
+)
+def test_opcheck_the_check_operators(op, args):
+    """torch.library.opcheck: schema, fake (meta) implementation, dispatch and vmap registrations agree."""
+    import losskit.engine.ops  # noqa: F401 - registers the operators
+
+    torch.library.opcheck(getattr(torch.ops.losskit, op).default, args)
