@@ -9,6 +9,8 @@ ops, with the data-dependent input checks inside custom operators (:mod:`losskit
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import torch
@@ -21,7 +23,7 @@ _is_compiling = torch.compiler.is_compiling
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
-def tracing(*tensors: object) -> bool:
+def tracing(*tensors: torch.Tensor | None) -> bool:
     """True when the call must take the traceable path (see the module docstring): while dynamo, jit.trace or
     a torch.func transform is active, or for meta, fake and other subclassed tensors (nn.Parameter is plain)."""
     if _is_compiling() or _functorch_active() or _jit_tracing() is not None:
@@ -30,7 +32,16 @@ def tracing(*tensors: object) -> bool:
 
 
 def warn(message: str, category: type[Warning] = UserWarning, stacklevel: int = 2) -> None:
-    """``warnings.warn`` in eager calls; nothing while dynamo traces (a warning there would break the graph
-    that ``fullgraph=True`` and ``torch.export`` need, for a message the eager call already shows)."""
-    if not torch.compiler.is_compiling():
-        warnings.warn(message, category, stacklevel=stacklevel + 1)
+    """``warnings.warn`` in eager calls, attributed to the user's line (the first frame outside losskit,
+    whatever decorators sit between); nothing while dynamo traces (a warning there would break the graph
+    that ``fullgraph=True`` and ``torch.export`` need, for a message the eager call already shows).
+    ``stacklevel`` is accepted for the call sites' documentation; the frame walk decides."""
+    if torch.compiler.is_compiling():
+        return
+    frame, level = sys._getframe(1), 2  # stacklevel 2: the caller of warn()
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
