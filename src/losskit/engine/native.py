@@ -2,120 +2,121 @@
 
 The kernel is plain C++ with a C ABI and no dependency beyond the C++ runtime, so building it takes about a
 second with the system compiler (``$CXX``, else ``g++``/``c++``/``clang++``) and needs neither torch's
-headers nor Python's. The library is cached per source, compiler flags, compiler version and CPU under
-``$LOSSKIT_CACHE_DIR`` (default ``~/.cache/losskit``) and written atomically, so concurrent processes agree.
+headers nor Python's. One ctypes call does a whole tensor: ctypes releases the GIL, and the kernel splits the
+rows over ``torch.get_num_threads()`` std::threads that all end before the call returns (nothing to clean up
+after an interrupt or a fork). When there is no compiler, when the build fails or times out, or when
+``LOSSKIT_NATIVE=0``, :func:`library` returns None and callers take their torch path, which computes the same
+formulas. :func:`status` says which it is and why.
 
-One ctypes call does a whole tensor: ctypes releases the GIL, and the kernel splits the rows over
-``torch.get_num_threads()`` std::threads that all end before the call returns (nothing to clean up after an
-interrupt or a fork). Everything else stays on torch ops: when there is no compiler, when the build fails,
-or when ``LOSSKIT_NATIVE=0``, :func:`library` returns None and callers take their torch path, which computes
-the same formulas. :func:`status` says which it is and why.
+How it is built, cached (private, sha256-verified, one build for many processes), bounded in time
+(``LOSSKIT_BUILD_TIMEOUT``) and sanitized (``LOSSKIT_SANITIZE``) is :mod:`losskit.engine.native_build`. Here: a
+failed or interrupted build is remembered for the process (torch ops from then on, no rebuild on every call);
+while one thread builds, other threads do not wait for it (their calls take the torch path until the library
+is ready); a child forked while a thread builds gets a fresh lock and builds or loads on its own.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
 import torch
 
+from .native_build import (  # noqa: F401 - the build configuration, also used by native_ctc and the tests
+    _compiler,
+    _flags,
+    _truthy,
+    build_and_load,
+    build_timeout,
+    cache_dir,
+    fcntl,
+    isa_level,
+    sanitizers,
+)
+
 SOURCE = Path(__file__).parent.parent / "kernels" / "cross_entropy.cpp"
-FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno"]
-KERNEL_VERSION = 2  # what losskit_kernel_version() must return
-BUILD_TIMEOUT_S = 120
-# below this many elements one thread does the whole call (starting a thread costs tens of microseconds)
-PARALLEL_ELEMENTS = 1 << 16
-# /proc/cpuinfo lines that -march=native depends on (x86: model and flags; arm: implementer, part, features)
-_CPU_KEYS = ("model name", "flags", "CPU implementer", "CPU architecture", "CPU variant", "CPU part", "Features")
+KERNEL_VERSION = 3  # what losskit_kernel_version() must return
+# Starting and joining a std::thread costs about 20 µs (measured on a 2-core AMD EPYC VM), the time the kernel
+# takes for about 50k elements: each thread gets at least ELEMENTS_PER_THREAD, and below PARALLEL_ELEMENTS the
+# caller's thread does the whole call.
+ELEMENTS_PER_THREAD = 1 << 16
+PARALLEL_ELEMENTS = 2 * ELEMENTS_PER_THREAD
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _status = "not loaded yet"
+_state = "new"  # "new" -> "building" -> "done" (loaded or failed, for the life of the process)
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 
 
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
+def _after_fork_in_child() -> None:
+    """The parent's building thread does not exist here: a fresh lock, and a build of the child's own."""
+    global _lock, _state, _status
+    _lock = threading.Lock()
+    if _state == "building":
+        _state, _status = "new", "not loaded yet"
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=BUILD_TIMEOUT_S)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _cpu_key() -> str:
-    """What -march=native depends on: the first line of each of :data:`_CPU_KEYS` in /proc/cpuinfo."""
-    try:
-        info = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return f"{platform.machine()} {platform.processor()}"
-    seen: dict[str, str] = {}
-    for line in info.splitlines():
-        key = line.split(":", 1)[0].strip()
-        if key in _CPU_KEYS and key not in seen:
-            seen[key] = line
-    return "\n".join(seen.values()) or platform.machine()
+# ================================================================================ loading
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("LOSSKIT_CACHE_DIR") or Path.home() / ".cache" / "losskit")
-
-
-def _build(cxx: str) -> Path:
-    version = _run([cxx, "--version"]).stdout
-    parts = [SOURCE.read_bytes(), " ".join(FLAGS).encode(), cxx.encode(), version.encode(), _cpu_key().encode()]
-    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
-    target = cache_dir() / f"cross_entropy-{key}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built = Path(tmp) / target.name
-        result = _run([cxx, *FLAGS, "-o", str(built), str(SOURCE)])
-        if result.returncode != 0:
-            raise RuntimeError(f"{cxx} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
-        os.replace(built, target)  # atomic: another process sees the whole library or none
-    return target
+def _declare(lib: ctypes.CDLL) -> None:
+    i64, ptr, dbl = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
+    f = lib.losskit_ce_rows
+    f.restype = i64
+    f.argtypes = [ctypes.c_int, ptr, i64, ptr, i64, i64, i64, ptr, ptr, dbl, dbl, dbl, dbl, ptr, ptr, ctypes.c_int]
 
 
 def _load() -> tuple[ctypes.CDLL | None, str]:
-    if os.environ.get("LOSSKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+    if not _truthy("LOSSKIT_NATIVE", "1"):
         return None, "disabled by LOSSKIT_NATIVE=0"
     if not SOURCE.exists():
         return None, f"kernel source missing: {SOURCE}"
+    if os.name != "posix" or fcntl is None:
+        return None, "the kernel is built on POSIX systems only; using torch ops"
     cxx = _compiler()
     if cxx is None:
         return None, "no C++ compiler found (set CXX); using torch ops"
+    sanitize = sanitizers()
+    if sanitize and "address" in sanitize and "asan" not in os.environ.get("LD_PRELOAD", ""):
+        return None, "LOSSKIT_SANITIZE asks for AddressSanitizer, which needs LD_PRELOAD of libasan; using torch ops"
     try:
-        path = _build(cxx)
-        lib = ctypes.CDLL(str(path))
-        if lib.losskit_kernel_version() != KERNEL_VERSION:
-            return None, f"{path} is kernel version {lib.losskit_kernel_version()}, not {KERNEL_VERSION}"
+        lib, path = build_and_load(SOURCE, KERNEL_VERSION, cxx, sanitize)
+        _declare(lib)
     except Exception as exc:  # noqa: BLE001 - any failure means: use torch ops, and say why
         return None, f"build failed, using torch ops: {type(exc).__name__}: {exc}"
-    f = lib.losskit_ce_rows
-    f.restype = ctypes.c_int64
-    i64, ptr, dbl = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
-    f.argtypes = [ctypes.c_int, ptr, i64, ptr, i64, i64, i64, ptr, ptr, dbl, dbl, dbl, dbl, ptr, ptr, ctypes.c_int]
-    return lib, f"loaded {path}"
+    return lib, f"loaded {path}" + (f" (sanitizers: {sanitize})" if sanitize else "")
 
 
 def library() -> ctypes.CDLL | None:
-    """The loaded kernel library, building it on first use; None when unavailable (see :func:`status`)."""
-    global _lib, _status
-    if _status == "not loaded yet":
-        with _lock:
-            if _status == "not loaded yet":
+    """The loaded kernel library, building it on first use; None when unavailable (see :func:`status`).
+
+    Only one thread builds; a call from another thread meanwhile returns None at once (torch ops for that
+    call) instead of waiting for the compiler."""
+    global _lib, _status, _state
+    if _state == "done":
+        return _lib
+    lock = _lock
+    if not lock.acquire(blocking=False):
+        return None
+    try:
+        if _state != "done":
+            _state, _status = "building", "being built"
+            try:
                 _lib, _status = _load()
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit: remembered, not retried
+                _lib, _status = None, f"build interrupted ({type(exc).__name__}); using torch ops in this process"
+                raise
+            finally:
+                _state = "done"
+    finally:
+        lock.release()
     return _lib
 
 
@@ -123,6 +124,9 @@ def status() -> str:
     """Why :func:`library` is or is not available (it tries to load first)."""
     library()
     return _status
+
+
+# ================================================================================ calling
 
 
 def supports(x: torch.Tensor) -> bool:
@@ -152,6 +156,14 @@ def _checked(t: torch.Tensor | None, name: str, dtype: torch.dtype, rows: int | 
     return t.data_ptr()
 
 
+def threads_for(n: int, c: int) -> int:
+    """Threads for ``n`` rows of ``c`` classes: ``torch.get_num_threads()`` at most, one per
+    :data:`ELEMENTS_PER_THREAD` elements, one below :data:`PARALLEL_ELEMENTS`."""
+    if n * c < PARALLEL_ELEMENTS:
+        return 1
+    return max(1, min(torch.get_num_threads(), n, (n * c) // ELEMENTS_PER_THREAD))
+
+
 def cross_entropy_rows(
     x: torch.Tensor,
     grad: torch.Tensor | None,
@@ -166,7 +178,9 @@ def cross_entropy_rows(
 ) -> None:
     """Row losses of class-index cross entropy into ``rows`` (fp32) and, when ``grad`` is given (same dtype as
     ``x``, unit class stride, possibly ``x`` itself), the gradient of ``scale·Σ rows`` scaled per row by
-    ``row_scale``. ``y`` is int64 with -1 for ignored rows; ``weight`` fp32 or None. See the kernel's header."""
+    ``row_scale``. ``y`` is int64 with -1 for ignored rows; ``weight`` fp32 or None. See the kernel's header.
+
+    Any alignment is fine: the kernel reads and writes through ``memcpy``."""
     lib = library()
     if lib is None or not supports(x):
         raise ValueError(f"cross_entropy kernel: cannot take {x.dtype} {tuple(x.shape)} on {x.device} ({status()})")
@@ -179,7 +193,10 @@ def cross_entropy_rows(
         _checked(row_scale, "row_scale", torch.float32, n),
         _checked(rows, "rows", torch.float32, n),
     )
-    threads = min(torch.get_num_threads(), n) if n * c >= PARALLEL_ELEMENTS else 1
+    if grad is not None:
+        # written through a raw pointer: tell autograd, as an in-place torch op would, and before the write, so
+        # that no interrupt (Ctrl-C arrives when the foreign call returns) can leave it written but unbumped
+        torch.autograd.graph.increment_version(grad)
     bad = lib.losskit_ce_rows(
         _DTYPES[x.dtype],
         x.data_ptr(),
@@ -196,11 +213,42 @@ def cross_entropy_rows(
         scale,
         pointers[2],
         pointers[3],
-        max(1, threads),
+        threads_for(n, c),
     )
-    if grad is not None:  # written through a raw pointer: tell autograd, as an in-place torch op would
-        torch.autograd.graph.increment_version(grad)
     if bad == -1:
         raise MemoryError(f"cross_entropy kernel: no memory for a scratch row of {c} floats")
     if bad:  # the checking layer validates targets first; this guards memory safety, not user input
         raise IndexError(f"cross_entropy kernel: target {int(y[bad - 1])} out of range [0, {c})")
+
+
+# ================================================================================ a sum in a fixed order
+
+SUM_BLOCK = 2048  # below torch's parallel grain (32768): one block is summed by one thread
+
+
+def fixed_order_sum(t: torch.Tensor) -> torch.Tensor:
+    """Σ t (1-D) in float64 (at least), in an order that depends on the length alone, never on the thread count:
+    blocks of :data:`SUM_BLOCK` elements, each summed by one thread, then the block sums the same way."""
+    acc = t.dtype if t.device.type == "mps" else torch.promote_types(t.dtype, torch.float64)  # mps: no float64
+    t = t.reshape(-1)
+    if t.numel() <= SUM_BLOCK:  # one op for the small batches of eager training loops
+        return t.sum(dtype=acc)
+    t = t.to(acc)
+    while t.numel() > SUM_BLOCK:
+        pad = -t.numel() % SUM_BLOCK
+        if pad:
+            t = torch.cat([t, t.new_zeros(pad)])
+        t = t.view(-1, SUM_BLOCK).sum(1)
+    return t.sum()
+
+
+__all__ = [
+    "KERNEL_VERSION",
+    "cache_dir",
+    "cross_entropy_rows",
+    "fixed_order_sum",
+    "isa_level",
+    "library",
+    "status",
+    "supports",
+]

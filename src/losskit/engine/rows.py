@@ -79,7 +79,7 @@ class _CrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, target, weight, opts: CrossEntropyOptions):  # type: ignore[override]
+    def forward(ctx, x, target, weight, opts: CrossEntropyOptions):
         want_grad = ctx.needs_input_grad[0]
         want_target_grad = ctx.needs_input_grad[1] and target.is_floating_point()
         inplace = opts.inplace and want_grad
@@ -105,7 +105,7 @@ class _CrossEntropy(torch.autograd.Function):
 
     @staticmethod
     @first_order_only
-    def backward(ctx, grad_output):  # type: ignore[override]
+    def backward(ctx, grad_output):
         grad, ctx.grad = ctx.grad, None
         target_grad, ctx.target_grad = ctx.target_grad, None
         fold = _fold_grad_output(ctx, grad, target_grad, grad_output)
@@ -190,9 +190,11 @@ class RowPlan:
         self.probabilities = target.is_floating_point()
         self.target = target
         self.zero = torch.zeros((), dtype=acc, device=device)
-        self.w = None if weight is None else weight.to(acc)
+        self.w: torch.Tensor | None = None if weight is None else weight.to(acc)
         eps = opts.label_smoothing
-        self.smooth_vec = None
+        self.smooth_vec: torch.Tensor | None = None
+        self.denom: int | torch.Tensor
+        self.w_sum: float | torch.Tensor
         if self.probabilities:
             self.denom = n
         else:
@@ -209,9 +211,12 @@ class RowPlan:
         if self.scale is not None and self.smooth_vec is not None:
             self.smooth_vec = self.smooth_vec * self.scale
         self.rows = torch.empty(n, dtype=acc, device=device)
-        self.target_grad = None  # set to a (rows, C) buffer to get ∂loss/∂target for probability targets
-        self.y_kernel = None  # targets for the CPU kernel (-1 = ignored), made on its first chunk
-        self.kernel_scalars = None  # (Σ w, the reduction's scale, fp32 weights) as the kernel takes them
+        # set to a (rows, C) buffer to get ∂loss/∂target for probability targets
+        self.target_grad: torch.Tensor | None = None
+        # targets for the CPU kernel (-1 = ignored), made on its first chunk
+        self.y_kernel: torch.Tensor | None = None
+        # (Σ w, the reduction's scale, fp32 weights) as the kernel takes them
+        self.kernel_scalars: tuple[float, float, torch.Tensor | None] | None = None
         self.exact = False  # True: low-precision chunks take the fp32 path (one rounding; see native())
 
     @functools.cached_property
@@ -234,25 +239,26 @@ class RowPlan:
 
     def kernel_chunk(self, xc, s: int, e: int, want_grad: bool, out=None, row_scale=None):
         """:meth:`chunk` on losskit's CPU kernel: one call for all of rows ``[s, e)``, each row read once."""
-        if self.y_kernel is None:
-            self.y_kernel = torch.where(self.valid, self.y_safe, -1)
+        y_kernel, scalars = self.y_kernel, self.kernel_scalars
+        if y_kernel is None or scalars is None:  # the first chunk: both are made together
+            y_kernel = self.y_kernel = torch.where(self.valid, self.y_safe, -1)
             scale = 1.0
             if self.scale is not None:  # 1 / Σ w_y, the same for any thread count (see reduced)
                 counted = self.w is None and self.w_y.numel() < 1 << 24
                 scale = float(self.scale) if counted else float(1.0 / native.fixed_order_sum(self.w_y))
-            self.kernel_scalars = (
+            scalars = self.kernel_scalars = (
                 float(self.w_sum),
                 scale,
                 None if self.w is None else self.w.float().contiguous(),
             )
-        w_sum, scale, w = self.kernel_scalars
+        w_sum, scale, w = scalars
         grad = None
         if want_grad:
             grad = out if out is not None else torch.empty(xc.shape, dtype=xc.dtype, device=xc.device)
         native.cross_entropy_rows(
             xc,
             grad,
-            self.y_kernel[s:e],
+            y_kernel[s:e],
             w,
             w_sum,
             self.opts.label_smoothing,
@@ -376,7 +382,8 @@ class RowPlan:
                 coef = coef + 2 * z * lse
             if scale is not None:
                 coef = coef * scale
-                wt = wt * (scale.unsqueeze(1) if row_scale is not None else scale)
+                # per row (a tensor) exactly when row_scale is given: probability targets' own scale is 1/n
+                wt = wt * (scale.unsqueeze(1) if isinstance(scale, torch.Tensor) else scale)
             p.mul_(coef.unsqueeze(1)).sub_(wt)
         else:
             coef = (1 - eps) * wyc + (eps / c) * self.w_sum
@@ -419,7 +426,8 @@ class RowPlan:
             if not self.probabilities and not (self.w is None and self.w_y.numel() < 1 << 24):
                 denom = native.fixed_order_sum(self.w_y)  # (a count below 2^24 is exact in any order)
             loss = loss / denom
-            if not self.probabilities:  # kept rows of total weight 0: torch's NLL part is 0/0 = nan
+            if isinstance(denom, torch.Tensor):  # class indices (probabilities divide by the int row count)
+                # kept rows of total weight 0: torch's NLL part is 0/0 = nan
                 loss = torch.where(denom == 0, torch.full_like(loss, float("nan")), loss)
         return loss.to(dtype)
 
@@ -439,7 +447,7 @@ def fused_pass(
     plan.exact = row_scale is not None
     if want_target_grad:
         plan.target_grad = torch.empty(target.shape, dtype=target.dtype, device=target.device)
-    grad = None
+    grad: torch.Tensor | None = None
     if want_grad:
         grad = out if out is not None else torch.empty(x.shape, dtype=x.dtype, device=x.device)
     kernel = plan.kernel_ok(x)  # the CPU kernel walks all rows in one call, each row staying in cache
@@ -449,8 +457,9 @@ def fused_pass(
     for s in range(0, n, step):
         e = min(n, s + step)
         rs = None if row_scale is None else row_scale[s:e]
-        p = plan.chunk(x[s:e], s, e, want_grad, out=grad[s:e] if direct else None, row_scale=rs)
-        if want_grad and not direct:
+        # (direct implies want_grad, and grad is set exactly when want_grad)
+        p = plan.chunk(x[s:e], s, e, want_grad, out=grad[s:e] if direct and grad is not None else None, row_scale=rs)
+        if grad is not None and not direct:
             grad[s:e].copy_(p)
     return plan.reduced(x.dtype), grad, plan.target_grad
 

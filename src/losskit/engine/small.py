@@ -91,7 +91,7 @@ def _run(x, target, weight, opts, want_grad: bool):
 
 class SmallCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, target, weight, opts):  # type: ignore[override]
+    def forward(ctx, x, target, weight, opts):
         loss, ctx.grad = _run(x, target, weight, opts, ctx.needs_input_grad[0])
         ctx.opts = opts
         ctx.save_for_backward(x, target, weight)
@@ -99,7 +99,7 @@ class SmallCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     @first_order_only
-    def backward(ctx, grad_output):  # type: ignore[override]
+    def backward(ctx, grad_output):
         grad, ctx.grad = ctx.grad, None
         if grad is None:  # a second backward through this graph (retain_graph=True): recompute
             x, target, weight = ctx.saved_tensors

@@ -1,8 +1,10 @@
 // losskit's CPU cross-entropy kernel: loss and gradient of class-index cross entropy, one row at a time.
 //
-// Built on first use by losskit/_native.py (g++ -O3 -march=native, plain C ABI, loaded with ctypes, which
-// releases the GIL for the call); rows are split over std::threads inside the call. Without a compiler
-// losskit uses its torch-op path, which computes the same formulas.
+// Built on first use by losskit/engine/native.py (-O3 for the x86-64 level the CPU runs: x86-64-v4 = AVX-512,
+// x86-64-v3 = AVX2 + FMA, or baseline; -march=native elsewhere), plain C ABI, loaded with ctypes, which
+// releases the GIL for the call; rows are split over std::threads inside the call. Without a compiler losskit
+// uses its torch-op path, which computes the same formulas. `make sanitize` runs the kernel's tests on an
+// AddressSanitizer + UBSan build. Every buffer may have any alignment: loads and stores go through memcpy.
 //
 // Per row x (C logits, float or bfloat16 storage, fp32 arithmetic, per-row scalars in double), target y
 // (-1: ignored), class weights w (ones when absent, W = Σ_c w_c), smoothing ε, z-loss coefficient z:
@@ -22,58 +24,79 @@
 #include <limits>
 #include <thread>
 #include <vector>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace {
 
-typedef float v16f __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
-typedef uint32_t v16u __attribute__((vector_size(64)));
-typedef uint16_t v16h __attribute__((vector_size(32)));
-constexpr int V = 16;
+// One vector register's width for the instruction set this build targets (the library is built per x86-64 level,
+// chosen at run time by losskit/engine/native.py): 64 bytes with AVX-512, 32 with AVX/AVX2, else 16. Wider GCC
+// vectors than the registers would be split into pieces, and some operations (compares, selects, conversions)
+// then fall back to scalar code.
+#if defined(__AVX512F__)
+#define LOSSKIT_VBYTES 64
+#elif defined(__AVX__)
+#define LOSSKIT_VBYTES 32
+#else
+#define LOSSKIT_VBYTES 16
+#endif
+typedef float vf __attribute__((vector_size(LOSSKIT_VBYTES)));
+typedef int32_t vi __attribute__((vector_size(LOSSKIT_VBYTES)));
+typedef uint32_t vu __attribute__((vector_size(LOSSKIT_VBYTES)));
+typedef uint16_t vh __attribute__((vector_size(LOSSKIT_VBYTES / 2)));
+constexpr int V = LOSSKIT_VBYTES / 4;
 
-inline v16f splat(float a) { return v16f{} + a; }
+inline vf splat(float a) { return vf{} + a; }
 
-// exp for a vector: Cephes' range reduction x = n·ln2 + r, |r| ≤ ln2/2, a degree-6 polynomial (about 1 ulp),
-// 2^n applied as two factors so that results down to the subnormal range are right; 0 below expf's underflow.
-// NaN propagates through the polynomial.
-inline v16f vexp(v16f x) {
-    const v16f t = x * 1.44269504088896341f;
-    const v16f fn = (t + 12582912.0f) - 12582912.0f;  // round to nearest (|t| < 2^22)
-    v16f r = x - fn * 0.693359375f;
+// Scalar reads and writes through memcpy: the caller's buffers may have any alignment (a tensor made by
+// torch.frombuffer at an odd offset, say), and a plain `*p` on a misaligned pointer is undefined behaviour.
+template <class U>
+inline U ld(const U* p) {
+    U v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+template <class U>
+inline void st(U* p, U v) {
+    std::memcpy(p, &v, sizeof v);
+}
+
+// exp(x) for x ≤ 0 or NaN, the only arguments it gets (x - max of the row): Cephes' range reduction
+// x = n·ln2 + r, |r| ≤ ln2/2, and its degree-6 polynomial (about 1 ulp); 2^n built in the exponent bits. Results
+// below the smallest normal float (x < -87.3, true value < 1.2e-38) are 0, which no loss or gradient can tell
+// from the subnormal; NaN propagates through the polynomial.
+inline vf vexp(vf x) {
+    const vf t = x * 1.44269504088896341f;
+    vf fn = (t + 12582912.0f) - 12582912.0f;  // round to nearest (|t| < 2^22)
+    fn = fn > -126.0f ? fn : splat(-126.0f);   // -inf and the underflow range: masked below
+    vf r = x - fn * 0.693359375f;
     r = r - fn * -2.12194440e-4f;
-    v16f p = splat(1.9875691500e-4f);
+    vf p = splat(1.9875691500e-4f);
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    // clamp before converting (NaN and ±inf included: their results are masked or NaN through p below)
-    v16f fc = fn > -252.0f ? fn : splat(-252.0f);
-    fc = fc < 254.0f ? fc : splat(254.0f);
-    const v16i n = __builtin_convertvector(fc, v16i);
-    const v16i n1 = n >> 1, n2 = n - n1;
-    v16f f1, f2;
-    const v16i b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
-    std::memcpy(&f1, &b1, sizeof f1);
-    std::memcpy(&f2, &b2, sizeof f2);
-    v16f out = p * f1 * f2;
-    out = x < -103.972084f ? splat(0.0f) : out;
-    out = x > 88.7228394f ? splat(std::numeric_limits<float>::infinity()) : out;
-    return out;
+    const vi bits = (__builtin_convertvector(fn, vi) + 127) << 23;
+    vf scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    const vf out = p * scale;
+    return x < -87.3365479f ? splat(0.0f) : out;
 }
 
 inline float sexp(float x) { return std::exp(x); }
 
-inline v16f vmax(v16f a, v16f b) { return a > b ? a : b; }
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 
-inline float hmax(v16f a) {
+inline float hmax(vf a) {
     float m = a[0];
     for (int i = 1; i < V; ++i) m = a[i] > m ? a[i] : m;
     return m;
 }
 
-inline double hsum(v16f a) {
+inline double hsum(vf a) {
     double s = 0.0;
     for (int i = 0; i < V; ++i) s += a[i];
     return s;
@@ -82,37 +105,41 @@ inline double hsum(v16f a) {
 // storage types: float, and bfloat16 kept as its 16 bits (fp32 arithmetic, round-to-nearest-even on store)
 struct F32 {
     typedef float T;
-    static inline v16f load(const T* p) {
-        v16f v;
+    static inline vf load(const T* p) {
+        vf v;
         std::memcpy(&v, p, sizeof v);
         return v;
     }
-    static inline void store(T* p, v16f v) { std::memcpy(p, &v, sizeof v); }
-    static inline float get(const T* p) { return *p; }
-    static inline void put(T* p, float v) { *p = v; }
+    static inline void store(T* p, vf v) { std::memcpy(p, &v, sizeof v); }
+    static inline float get(const T* p) { return ld(p); }
+    static inline void put(T* p, float v) { st(p, v); }
 };
 
 struct BF16 {
     typedef uint16_t T;
-    static inline v16f load(const T* p) {
-        v16h h;
+    static inline vf load(const T* p) {
+        vh h;
         std::memcpy(&h, p, sizeof h);
-        const v16u u = __builtin_convertvector(h, v16u) << 16;
-        v16f v;
+        const vu u = __builtin_convertvector(h, vu) << 16;
+        vf v;
         std::memcpy(&v, &u, sizeof v);
         return v;
     }
-    static inline void store(T* p, v16f v) {
-        v16u u;
+    static inline vh round(vf v) {
+        vu u;
         std::memcpy(&u, &v, sizeof u);
-        const v16u rounded = (u + (0x7fffu + ((u >> 16) & 1u))) >> 16;
-        const v16u quiet = (u >> 16) | 0x40u;  // NaN stays NaN
-        const v16u bits = (u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded;
-        const v16h h = __builtin_convertvector(bits, v16h);
+        const vu rounded = (u + (0x7fffu + ((u >> 16) & 1u))) >> 16;
+        const vu quiet = (u >> 16) | 0x40u;  // NaN stays NaN
+        const vu bits = (u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded;
+        return __builtin_convertvector(bits, vh);
+    }
+    static inline void store(T* p, vf v) {
+        const vh h = round(v);
         std::memcpy(p, &h, sizeof h);
     }
+
     static inline float get(const T* p) {
-        const uint32_t u = uint32_t(*p) << 16;
+        const uint32_t u = uint32_t(ld(p)) << 16;
         float f;
         std::memcpy(&f, &u, sizeof f);
         return f;
@@ -120,11 +147,8 @@ struct BF16 {
     static inline void put(T* p, float v) {
         uint32_t u;
         std::memcpy(&u, &v, sizeof u);
-        if ((u & 0x7fffffffu) > 0x7f800000u) {
-            *p = uint16_t((u >> 16) | 0x40u);
-        } else {
-            *p = uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-        }
+        const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+        st(p, uint16_t(nan ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16));
     }
 };
 
@@ -153,15 +177,15 @@ int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int
     for (int64_t r = r0; r < r1; ++r) {
         const T* xr = x + r * ldx;
         T* gr = g ? g + r * ldg : nullptr;
-        const int64_t y = o.y[r];
+        const int64_t y = ld(o.y + r);
         if (y < 0) {
-            o.rows[r] = 0.0f;
+            st(o.rows + r, 0.0f);
             if (gr) std::memset(static_cast<void*>(gr), 0, sizeof(T) * c);
             continue;
         }
         if (y >= c) return r + 1;
         // pass 1: the row's maximum
-        v16f m0 = splat(-std::numeric_limits<float>::infinity()), m1 = m0, m2 = m0, m3 = m0;
+        vf m0 = splat(-std::numeric_limits<float>::infinity()), m1 = m0, m2 = m0, m3 = m0;
         int64_t i = 0;
         for (; i + 4 * V <= cv; i += 4 * V) {
             m0 = vmax(m0, IO::load(xr + i));
@@ -178,14 +202,14 @@ int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int
         const float x_y = IO::get(xr + y);  // read now: with g == x, passes 2 and 3 overwrite the row
         // pass 2: Σ exp(x - m), and Σ w·(x - m) when smoothing
         const bool smooth = o.eps > 0.0;
-        const v16f vm = splat(m);
-        v16f s0 = splat(0.0f), s1 = s0, d0 = s0, d1 = s0;
+        const vf vm = splat(m);
+        vf s0 = splat(0.0f), s1 = s0, d0 = s0, d1 = s0;
         double sum_tail = 0.0, dot_tail = 0.0;
         float* e_row = in_grad ? reinterpret_cast<float*>(gr) : scratch.data();  // null without a gradient
         i = 0;
         for (; i + 2 * V <= cv; i += 2 * V) {
-            const v16f a = IO::load(xr + i) - vm, b = IO::load(xr + i + V) - vm;
-            const v16f ea = vexp(a), eb = vexp(b);
+            const vf a = IO::load(xr + i) - vm, b = IO::load(xr + i + V) - vm;
+            const vf ea = vexp(a), eb = vexp(b);
             s0 += ea;
             s1 += eb;
             if (gr) {
@@ -203,8 +227,8 @@ int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int
             }
         }
         for (; i < cv; i += V) {
-            const v16f a = IO::load(xr + i) - vm;
-            const v16f ea = vexp(a);
+            const vf a = IO::load(xr + i) - vm;
+            const vf ea = vexp(a);
             s0 += ea;
             if (gr) F32::store(e_row + i, ea);
             if (smooth) d0 += o.w ? a * F32::load(o.w + i) : a;
@@ -213,41 +237,40 @@ int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int
             const float a = IO::get(xr + i) - m;
             const float ea = sexp(a);
             sum_tail += ea;
-            if (gr) e_row[i] = ea;
-            if (smooth) dot_tail += o.w ? double(a) * o.w[i] : double(a);
+            if (gr) F32::put(e_row + i, ea);
+            if (smooth) dot_tail += o.w ? double(a) * ld(o.w + i) : double(a);
         }
         const double S = hsum(s0 + s1) + sum_tail;
         const double L = std::log(S), lse = double(m) + L;
-        const double w_y = o.w ? double(o.w[y]) : 1.0;
+        const double w_y = o.w ? double(ld(o.w + y)) : 1.0;
         double loss = (1.0 - o.eps) * w_y * (L - (double(x_y) - double(m)));
         if (smooth) loss += eps_c * (L * o.w_sum - (hsum(d0 + d1) + dot_tail));
         if (o.z > 0.0) loss += o.z * lse * lse;
-        o.rows[r] = float(loss);
+        st(o.rows + r, float(loss));
         if (!gr) continue;
         // pass 3: the gradient (the target's entry is set after it, from fp32 values)
-        const float e_y = e_row[y];
-        const double s_n = o.row_scale ? o.scale * double(o.row_scale[r]) : o.scale;
+        const float e_y = F32::get(e_row + y);
+        const double s_n = o.row_scale ? o.scale * double(ld(o.row_scale + r)) : o.scale;
         const double coef = ((1.0 - o.eps) * w_y + eps_c * o.w_sum + 2.0 * o.z * lse) * s_n;
         const float k = float(eps_c * s_n);
         const float hit = float(-(1.0 - o.eps) * w_y * s_n);
         // p·coef = exp(x - m)·(coef / S)
         const float f = float(coef / S);
-        const v16f vf = splat(f), vk = splat(k);
-        i = 0;
-        for (; i < cv; i += V) {
-            const v16f e = F32::load(e_row + i);
-            v16f out = e * vf;
+        const vf vfac = splat(f), vk = splat(k);
+        auto one = [&](int64_t j) {
+            float out = F32::get(e_row + j) * f;
+            if (smooth) out -= o.w ? k * ld(o.w + j) : k;
+            IO::put(gr + j, out);
+        };
+        for (i = 0; i + V <= c; i += V) {
+            const vf e = F32::load(e_row + i);
+            vf out = e * vfac;
             if (smooth) out -= o.w ? vk * F32::load(o.w + i) : vk;
             IO::store(gr + i, out);
         }
-        for (; i < c; ++i) {
-            const float e = e_row[i];
-            float out = e * f;
-            if (smooth) out -= o.w ? k * o.w[i] : k;
-            IO::put(gr + i, out);
-        }
+        for (; i < c; ++i) one(i);
         float g_y = e_y * f + hit;
-        if (smooth) g_y -= o.w ? k * o.w[y] : k;
+        if (smooth) g_y -= o.w ? k * ld(o.w + y) : k;
         IO::put(gr + y, g_y);
     }
     return 0;
@@ -257,7 +280,7 @@ int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int
 
 extern "C" {
 
-int losskit_kernel_version() { return 2; }
+int losskit_kernel_version() { return 3; }
 
 // Rows [0, n) split into `threads` contiguous ranges, one std::thread each (the caller's thread takes the
 // first). One call from Python: nothing outlives it, so an interrupted or forked caller never sees threads
@@ -267,6 +290,18 @@ int64_t losskit_ce_rows(int dtype, const void* x, int64_t ldx, void* g, int64_t 
                         const int64_t* y, const float* w, double w_sum, double eps, double z, double scale,
                         const float* row_scale, float* rows, int threads) {
     const Options o{y, w, w_sum, eps, z, scale, row_scale, rows};
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    // A fresh gradient buffer is mapped but not yet touched: writing it costs a page fault (and a page cleared)
+    // per 4 KiB, about as much time as the kernel itself. Ask for transparent huge pages (2 MiB) on the whole
+    // 2 MiB-aligned part of it first; where THP is off (or the pages exist already) this changes nothing.
+    if (g != nullptr && g != x && n > 0) {
+        const size_t bytes = size_t(n - 1) * size_t(ldg) * (dtype == 0 ? 4 : 2) + size_t(c) * (dtype == 0 ? 4 : 2);
+        constexpr uintptr_t huge = uintptr_t(1) << 21;
+        const uintptr_t lo = (reinterpret_cast<uintptr_t>(g) + huge - 1) & ~(huge - 1);
+        const uintptr_t hi = (reinterpret_cast<uintptr_t>(g) + bytes) & ~(huge - 1);
+        if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+    }
+#endif
     auto part = [&](int64_t r0, int64_t r1) -> int64_t {
         try {
             if (dtype == 0)
@@ -296,6 +331,57 @@ int64_t losskit_ce_rows(int dtype, const void* x, int64_t ldx, void* g, int64_t 
     for (const int64_t b : bad)
         if (b) return b;
     return 0;
+}
+
+}  // extern "C"
+
+extern "C" {
+
+// The whole of a small class-index cross entropy in one call, on the caller's thread (no thread start: at
+// these sizes it would cost more than the work): the targets are checked (ignore_index skipped), the
+// reduction's denominator Σ w_y over the kept rows is found, the rows and, when g is not null, the gradient of
+// the reduced loss are written, and the reduced loss is returned through *loss (reduction: 0 'none', 1 'mean',
+// 2 'sum'; 'mean' over no kept weight is 0/0 = nan, as torch). `rows` (n + 1 floats) receives the row losses
+// and, at rows[n], the reduced loss. Returns 0, 1 + the first row whose target is outside [0, C), or -1 when
+// memory could not be had.
+int64_t losskit_ce_small(int dtype, const void* x, int64_t ldx, void* g, int64_t ldg, int64_t n, int64_t c,
+                         const int64_t* y_in, int64_t ignore_index, const float* w, double eps, double z,
+                         int reduction, float* rows) {
+    try {
+        std::vector<int64_t> y(size_t(n > 0 ? n : 0));
+        double denom = 0.0;
+        for (int64_t r = 0; r < n; ++r) {
+            int64_t t;
+            std::memcpy(&t, y_in + r, sizeof(t));
+            if (t == ignore_index) {
+                y[size_t(r)] = -1;
+                continue;
+            }
+            if (t < 0 || t >= c) return r + 1;
+            y[size_t(r)] = t;
+            denom += w ? double(ld(w + t)) : 1.0;
+        }
+        double w_sum = double(c);
+        if (w) {
+            w_sum = 0.0;
+            for (int64_t j = 0; j < c; ++j) w_sum += double(ld(w + j));
+        }
+        const double scale = reduction == 1 ? 1.0 / denom : 1.0;
+        const Options o{y.data(), w, w_sum, eps, z, scale, nullptr, rows};
+        int64_t bad;
+        if (dtype == 0)
+            bad = rows_kernel<F32>(static_cast<const float*>(x), ldx, static_cast<float*>(g), ldg, 0, n, c, o);
+        else
+            bad = rows_kernel<BF16>(static_cast<const uint16_t*>(x), ldx, static_cast<uint16_t*>(g), ldg, 0, n, c,
+                                    o);
+        if (bad) return bad;
+        double total = 0.0;
+        for (int64_t r = 0; r < n; ++r) total += double(ld(rows + r));
+        st(rows + n, float(reduction == 1 ? total / denom : total));
+        return 0;
+    } catch (...) {
+        return -1;
+    }
 }
 
 }  // extern "C"
