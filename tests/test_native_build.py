@@ -151,6 +151,19 @@ def test_failed_build_falls_back_to_torch_ops(tmp_path):
     assert not _libraries(tmp_path)
 
 
+def test_failed_build_warns_once_what_failed_and_how_to_fix_it(tmp_path):
+    """Not silent: the first call warns (what failed, that results are the same, how to fix); later calls don't."""
+    code = _CHILD.replace("import torch,", "import warnings; warnings.simplefilter('always'); import torch,") + (
+        "LF.cross_entropy(x, y)\n"
+    )
+    out = _child({"CXX": "/bin/false", "LOSSKIT_NATIVE": "1"}, tmp_path, code, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("RuntimeWarning: losskit: the CPU kernel is not available") == 1, out.stderr
+    assert "Results are the same" in out.stderr and "Install a C++ compiler" in out.stderr
+    quiet = _child({"LOSSKIT_NATIVE": "0"}, tmp_path, code, check=False)
+    assert "RuntimeWarning" not in quiet.stderr, quiet.stderr
+
+
 def test_compiler_with_undecodable_output_falls_back(tmp_path):
     """A compiler that fails with non-UTF-8 messages still means: torch ops, once, with the reason."""
     cxx = tmp_path / "cxx"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import torch
@@ -110,6 +111,14 @@ def library() -> ctypes.CDLL | None:
             _state, _status = "building", "being built"
             try:
                 _lib, _status = _load()
+                if _lib is None and "LOSSKIT_NATIVE=0" not in _status:
+                    warnings.warn(  # once per process: the build is not retried
+                        f"losskit: the CPU kernel is not available ({_status}). Results are the same, computed "
+                        "with torch ops (slower, more memory). Install a C++ compiler (g++) or set CXX; set "
+                        "LOSSKIT_NATIVE=0 to use torch ops without this warning.",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
             except BaseException as exc:  # KeyboardInterrupt, SystemExit: remembered, not retried
                 _lib, _status = None, f"build interrupted ({type(exc).__name__}); using torch ops in this process"
                 raise
