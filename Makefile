@@ -32,6 +32,7 @@ $(STAMP): $(DEMO_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 test: lint
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q

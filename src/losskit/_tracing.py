@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from types import FrameType
 
 import torch
 
@@ -38,7 +39,8 @@ def warn(message: str, category: type[Warning] = UserWarning, stacklevel: int = 
     ``stacklevel`` is accepted for the call sites' documentation; the frame walk decides."""
     if torch.compiler.is_compiling():
         return
-    frame, level = sys._getframe(1), 2  # stacklevel 2: the caller of warn()
+    frame: FrameType | None = sys._getframe(1)
+    level = 2  # stacklevel 2: the caller of warn()
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)

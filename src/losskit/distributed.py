@@ -425,6 +425,9 @@ def data_parallel_cross_entropy(
         denom = _sum_over_ranks(fn, group, rank, device, error, local)
     else:
         _checks.distributed.own_error(error)
+    # any rank's argument error has been raised by now (on every rank, after the collective): the loss is there
+    assert loss_sum is not None
+    if num_items_in_batch is not None:
         denom = torch.as_tensor(num_items_in_batch, device=loss_sum.device).to(torch.float64)
     # no kept target anywhere (a padded batch): the loss and its gradient are 0, not 0/0 = nan on every rank
     factor = torch.where(denom > 0, world / denom.clamp_min(torch.finfo(torch.float64).tiny), 0.0)

@@ -43,8 +43,11 @@ from typing import Any
 
 import torch
 
-from ._checks import LossError
+from ._checks import hf
+from ._checks.hf import UnsupportedModelError
 from .functional import cross_entropy, linear_cross_entropy
+
+UnsupportedModelError.__module__ = __name__  # its public home
 
 __all__ = ["SUPPORTED", "UnsupportedModelError", "apply", "causal_lm_loss", "revert"]
 
@@ -62,10 +65,6 @@ SUPPORTED: dict[str, str | None] = {
 }
 
 _ATTR = "_losskit_patch"
-
-
-class UnsupportedModelError(LossError, NotImplementedError):
-    """The model's architecture (or head) is not one :func:`apply` knows how to patch exactly."""
 
 
 def causal_lm_loss(
@@ -161,32 +160,17 @@ def apply(
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     supported = ", ".join(SUPPORTED)
-    if model_type not in SUPPORTED:
-        raise UnsupportedModelError(
-            f"losskit.transformers.apply(): {name} (model_type {model_type!r}) is not supported; supported: {supported}"
-        )
+    hf.supported_model(name, model_type, supported, model_type in SUPPORTED)
     head = getattr(model, "lm_head", None)
-    if type(head) is not torch.nn.Linear:
-        raise UnsupportedModelError(
-            f"losskit.transformers.apply(): {name} has no plain torch.nn.Linear 'lm_head' (found "
-            f"{type(head).__name__}); apply() patches *ForCausalLM / *LMHeadModel models of: {supported}"
-        )
-    if not isinstance(getattr(type(model), "loss_function", None), property):
-        raise UnsupportedModelError(
-            f"losskit.transformers.apply(): {name} has no settable 'loss_function' (transformers is too old; "
-            "losskit needs transformers >= 4.46)"
-        )
+    hf.plain_head(name, type(head).__name__, supported, type(head) is torch.nn.Linear)
+    hf.settable_loss_function(name, isinstance(getattr(type(model), "loss_function", None), property))
     try:
         source = inspect.getsource(type(model).forward)
     except (OSError, TypeError):
         source = "self.loss_function"
-    if "self.loss_function" not in source or "self.lm_head(" not in source:
-        raise UnsupportedModelError(
-            f"losskit.transformers.apply(): {name}.forward in this transformers version does not compute its "
-            "loss as 'self.loss_function(self.lm_head(...), ...)', so it cannot be patched exactly"
-        )
-    if fused and chunk_size is not None and chunk_size <= 0:
-        raise ValueError(f"losskit.transformers.apply(): chunk_size must be positive, got {chunk_size}")
+    hf.patchable_forward(name, "self.loss_function" in source and "self.lm_head(" in source)
+    if fused:
+        hf.chunk_size(chunk_size)
     revert(model)
     patch = _Patch(
         fused=bool(fused),
@@ -201,10 +185,11 @@ def apply(
         had_head_forward="forward" in vars(head),
     )
     object.__setattr__(model, _ATTR, patch)
-    model.loss_function = patch.loss_function
+    # setattr: nn.Module.__setattr__ is typed for tensors and modules only, and mypy refuses assigning a method
+    setattr(model, "loss_function", patch.loss_function)  # noqa: B010
     if fused:
         model.forward = types.MethodType(_make_forward(patch.forward), model)
-        head.forward = patch.head_forward_capture
+        setattr(head, "forward", patch.head_forward_capture)  # noqa: B010
     return model
 
 
@@ -241,8 +226,7 @@ def revert(model: torch.nn.Module) -> torch.nn.Module:
 def _shifted(labels: torch.Tensor | None, shift_labels: torch.Tensor | None, ignore_index: int) -> torch.Tensor:
     if shift_labels is not None:
         return shift_labels
-    if labels is None:
-        raise ValueError("losskit.transformers: the loss needs 'labels' or 'shift_labels'")
+    hf.labels_given(labels is not None)
     # position t predicts token t+1; the last position predicts nothing
     return torch.nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
 
@@ -275,8 +259,7 @@ class _Patch:
         """``lm_head``'s forward: during a fused call, keeps the hidden states and returns an empty stand-in."""
         if not self.capturing:
             return self.head_forward(hidden)
-        if self.hidden is not None:
-            raise RuntimeError("losskit.transformers: lm_head was called twice in one fused forward")
+        hf.head_called_once(self.hidden is not None)
         self.hidden = hidden
         return hidden.new_empty((*hidden.shape[:-1], 0))
 
@@ -337,11 +320,7 @@ def _make_forward(original: Any) -> Any:
             out = patch.forward(*args, return_dict=True, **kwargs)
         finally:
             patch.capturing, patch.hidden = False, None
-        if not patch.used:
-            raise RuntimeError(
-                f"losskit.transformers: {type(self).__name__}.forward did not call self.loss_function on "
-                "lm_head's output, so no loss was computed (losskit.transformers.revert(model) undoes apply)"
-            )
+        hf.loss_function_used(type(self).__name__, patch.used)
         out = type(out)(**{k: v for k, v in out.items() if k != "logits"})
         return out if return_dict else out.to_tuple()
 

@@ -8,7 +8,7 @@ error (``tests/test_architecture.py`` walks the source to keep it so).
 
 from __future__ import annotations
 
-from . import constructors, distributed, embedding, sequence
+from . import constructors, distributed, embedding, hf, keras, sequence
 from .autograd import gradient_available, inplace_allowed, overwritten_logits
 from .classes import (
     class_index_dtype,
@@ -68,6 +68,8 @@ __all__ = [
     "class_weight",
     "constructors",
     "distributed",
+    "hf",
+    "keras",
     "embedding",
     "elementwise_weight",
     "flag",

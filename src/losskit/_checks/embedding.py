@@ -135,7 +135,7 @@ def gaussian_var(fn: str, var: torch.Tensor, input: torch.Tensor) -> torch.Tenso
     )
 
 
-def non_negative_var(fn: str, var: object) -> None:
+def non_negative_var(fn: str, var: torch.Tensor | float) -> None:
     """No negative variance (torch: ValueError); for a tensor a data check, skipped while tracing."""
     if isinstance(var, torch.Tensor):
         if not reads_data() or var.numel() == 0:

@@ -8,7 +8,7 @@ closed-form formulas printed. The command then checks both against ``losskit`` i
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +51,7 @@ class Steps:
     def line(self, text: str) -> None:
         self.lines.append(f"     {text}")
 
-    def rows(self, labels: list[str], *tensors: Tensor) -> Iterator[tuple]:
+    def rows(self, labels: list[str], *tensors: Tensor | Sequence[object]) -> Iterator[tuple]:
         """Yield ``(label, row_0, row_1, ...)`` for the first rows; say how many were left out."""
         width = max(map(len, labels), default=0)
         for i, label in enumerate(labels[:_MAX_ROWS]):

@@ -6,6 +6,7 @@ import importlib
 import math
 from pathlib import Path
 from types import ModuleType
+from typing import SupportsFloat
 
 _EXTRA = "pip install 'losskit[cli]'"
 
@@ -53,7 +54,7 @@ def loss_name(name: str, known: list[str] | tuple[str, ...], command: str) -> st
     """Resolve ``name`` (any case, ``-`` or ``_``, with or without ``_loss``) to one of ``known``."""
     key = name.strip().lower().replace("-", "_")
     for candidate in (key, _aliases().get(key), f"{key}_loss", key.removesuffix("_loss")):
-        if candidate in known:
+        if candidate is not None and candidate in known:
             return candidate
     raise CliError(f"unknown loss {name!r} for `losskit {command}`; choose from: {', '.join(known)}")
 
@@ -68,7 +69,7 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def num(value: float) -> str:
+def num(value: SupportsFloat) -> str:
     """A number with 4 decimals (scientific notation when it is tiny or huge)."""
     value = float(value)
     if math.isnan(value):

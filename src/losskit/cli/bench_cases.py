@@ -7,6 +7,7 @@ and, for cross entropy, ``copy`` (one plain copy of the logits: the memory-bandw
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from .harness import Case
 
@@ -29,7 +30,7 @@ def setup_cross_entropy(params: dict, impl: str):
     gen = torch.Generator().manual_seed(0)
     x0 = (torch.randn(n, c, generator=gen) * 2).to(dtype)
     y = torch.randint(0, c, (n,), generator=gen)
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if params.get("options") == "weight+ignore+smoothing":
         kwargs = {
             "weight": torch.rand(c, generator=gen).to(dtype) + 0.5,
@@ -60,6 +61,8 @@ def setup_elementwise(params: dict, impl: str):
     from losskit._catalog import get
 
     entry = get(params["loss"])
+    if entry is None:
+        raise ValueError(f"no catalog loss named {params['loss']!r}")
     problem = entry.sample(tuple(params["shape"]), torch.float32, torch.Generator().manual_seed(0))
     a, *rest = problem.args
     fn = getattr({"torch": TF, "losskit": LF}[impl], entry.name)
@@ -143,7 +146,8 @@ def elementwise_cases(quick: bool = False) -> list[Case]:
 
 
 def linear_cross_entropy_cases(quick: bool = False) -> list[Case]:
-    impls = ("torch", "torch_chunked", "losskit")
+    impls: tuple[str, ...] = ("torch", "torch_chunked", "losskit")
+    grid: list[tuple[int, int, int, tuple[str, ...]]]
     if quick:
         grid = [(1024, 512, 32000, impls)]
     else:

@@ -75,6 +75,7 @@ def plot(rows: list[dict], png_path: str, title: str | None = None) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.artist import Artist
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
     from matplotlib.ticker import FuncFormatter, MaxNLocator
@@ -142,7 +143,7 @@ def plot(rows: list[dict], png_path: str, title: str | None = None) -> str:
         ax.set_ylim(len(cases) - 0.5, -0.5)  # first case on top
         ax.grid(axis="x", alpha=0.3)
         ax.set_title(what, fontsize=10)
-    handles = [Patch(color=color(i), label=i) for i in others]
+    handles: list[Artist] = [Patch(color=color(i), label=i) for i in others]
     if base:
         handles.append(Line2D([0], [0], color=color(base), linestyle="--", label=f"{base} (= 1×)"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9)

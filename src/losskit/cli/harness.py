@@ -237,7 +237,7 @@ def append_csv(rows: list[dict], csv_path: str) -> None:
 
 def ratio_table(rows: list[dict], baseline: str = "torch") -> list[dict]:
     """Per case and implementation: time and peak-memory ratios against ``baseline`` from the same run."""
-    by = {}
+    by: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
     for r in rows:
         if r["metric"] in ("forward_backward_ms", "forward_ms", "peak_extra_mib"):
             by.setdefault((r["suite"], r["case"]), {}).setdefault(r["impl"], {})[r["metric"]] = float(r["value"])

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         x = torch.linspace(axis.lo, axis.hi, _POINTS, dtype=torch.float64)
         members = [n for n in names if curves[n].axis == axis_name]
         for i, name in enumerate(members):
-            value, slope = _evaluate(lambda t, c=curves[name]: c.loss(t, params), x)
+            value, slope = _evaluate(_at(curves[name], params), x)
             color = f"C{names.index(name) % 10}"
             style = styles[i % len(styles)]
             top.plot(x, value, style, color=color, linewidth=2, label=curves[name].label.format(**params))
@@ -106,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
     plt.close(fig)
     print(f"plot: {path}")
     return 0
+
+
+def _at(curve: Curve, params: dict) -> Callable[[Tensor], Tensor]:
+    """The curve's loss as a function of the points alone."""
+    return lambda t: curve.loss(t, params)
 
 
 def _evaluate(loss: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:

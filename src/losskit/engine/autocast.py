@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeGuard, TypeVar, cast
 
 import torch
 
@@ -31,7 +31,7 @@ def _device(args, kwargs) -> str | None:
     return None
 
 
-def autocast_on(device: str | None) -> bool:
+def autocast_on(device: str | None) -> TypeGuard[str]:
     return device is not None and torch.is_autocast_enabled(device)
 
 
@@ -48,7 +48,7 @@ def fp32_under_autocast(fn: F) -> F:
         with torch.autocast(device, enabled=False):
             return fn(*(_up(a) for a in args), **{k: _up(v) for k, v in kwargs.items()})
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 def lower_precision_under_autocast(fn: F) -> F:
@@ -78,7 +78,7 @@ def lower_precision_under_autocast(fn: F) -> F:
         with torch.autocast(device, enabled=False):
             return fn(*args, **kwargs).float()
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 @functools.cache

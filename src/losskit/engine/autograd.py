@@ -28,8 +28,8 @@ def first_order_only(backward):
         # the inputs that require grad join the error node, so that the engine meets it on the way back to them
         anchors = [t for t in ctx.saved_tensors if t is not None and t.requires_grad]
         wrapped = _autograd_functions.DelayedError(message, len(live) + len(anchors))(*live, *anchors)
-        wrapped = iter(wrapped if isinstance(wrapped, tuple) else (wrapped,))
-        return tuple(next(wrapped) if g is not None else None for g in grads)
+        outputs = iter(wrapped if isinstance(wrapped, tuple) else (wrapped,))
+        return tuple(next(outputs) if g is not None else None for g in grads)
 
     return wrapper
 

@@ -37,6 +37,19 @@ from .native_build import (  # noqa: F401 - the build configuration, also used b
     sanitizers,
 )
 
+
+class _KernelArgumentError(ValueError):
+    """A call of the kernel that losskit's own code got wrong (checked before a pointer reaches C++)."""
+
+
+class _KernelOutOfMemory(MemoryError):
+    """The kernel could not allocate its scratch row."""
+
+
+class _KernelTargetError(IndexError):
+    """A target outside [0, C) that reached the kernel (the checking layer validates targets first)."""
+
+
 SOURCE = Path(__file__).parent.parent / "kernels" / "cross_entropy.cpp"
 KERNEL_VERSION = 3  # what losskit_kernel_version() must return
 # Starting and joining a std::thread costs about 20 µs (measured on a 2-core AMD EPYC VM), the time the kernel
@@ -157,7 +170,7 @@ def _checked(t: torch.Tensor | None, name: str, dtype: torch.dtype, rows: int | 
     if t is None:
         return None
     if t.device.type != "cpu" or t.dtype != dtype or not t.is_contiguous() or (rows is not None and t.numel() < rows):
-        raise ValueError(
+        raise _KernelArgumentError(
             f"cross_entropy kernel: '{name}' must be a contiguous CPU {dtype} tensor"
             + (f" of {rows} elements" if rows is not None else "")
             + f", got {t.dtype} {tuple(t.shape)} on {t.device}"
@@ -192,10 +205,14 @@ def cross_entropy_rows(
     Any alignment is fine: the kernel reads and writes through ``memcpy``."""
     lib = library()
     if lib is None or not supports(x):
-        raise ValueError(f"cross_entropy kernel: cannot take {x.dtype} {tuple(x.shape)} on {x.device} ({status()})")
+        raise _KernelArgumentError(
+            f"cross_entropy kernel: cannot take {x.dtype} {tuple(x.shape)} on {x.device} ({status()})"
+        )
     n, c = x.shape
     if grad is not None and (grad.shape != x.shape or grad.dtype != x.dtype or not supports(grad)):
-        raise ValueError(f"cross_entropy kernel: 'grad' {grad.dtype} {tuple(grad.shape)} does not match the logits")
+        raise _KernelArgumentError(
+            f"cross_entropy kernel: 'grad' {grad.dtype} {tuple(grad.shape)} does not match the logits"
+        )
     pointers = (
         _checked(y, "y", torch.int64, n),
         _checked(weight, "weight", torch.float32, c),
@@ -225,9 +242,9 @@ def cross_entropy_rows(
         threads_for(n, c),
     )
     if bad == -1:
-        raise MemoryError(f"cross_entropy kernel: no memory for a scratch row of {c} floats")
+        raise _KernelOutOfMemory(f"cross_entropy kernel: no memory for a scratch row of {c} floats")
     if bad:  # the checking layer validates targets first; this guards memory safety, not user input
-        raise IndexError(f"cross_entropy kernel: target {int(y[bad - 1])} out of range [0, {c})")
+        raise _KernelTargetError(f"cross_entropy kernel: target {int(y[bad - 1])} out of range [0, {c})")
 
 
 # ================================================================================ a sum in a fixed order

@@ -54,6 +54,19 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: nothing is built (see native._load)
     fcntl = None  # type: ignore[assignment]
 
+
+class _UntrustedFile(PermissionError):
+    """A cache file that is not this user's own (never loaded)."""
+
+
+class _BuildTimeout(TimeoutError):
+    """A build, or the wait for another process's build, ran over LOSSKIT_BUILD_TIMEOUT."""
+
+
+class _BuildFailed(RuntimeError):
+    """The compiler failed, or what it built does not load (the caller falls back to torch ops)."""
+
+
 FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno"]
 SANITIZE_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
 DEFAULT_BUILD_TIMEOUT_S = 120.0
@@ -236,7 +249,7 @@ class _InterProcessLock:
         _held_lock_fds.add(self.fd)
         try:
             if not _is_private(os.fstat(self.fd)):
-                raise PermissionError(f"{self.path} is not this user's own file")
+                raise _UntrustedFile(f"{self.path} is not this user's own file")
             deadline = time.monotonic() + self.timeout
             while True:
                 try:
@@ -246,7 +259,7 @@ class _InterProcessLock:
                     if exc.errno not in (errno.EAGAIN, errno.EACCES):
                         raise
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"another process has been building the kernel for over {self.timeout:g} s")
+                    raise _BuildTimeout(f"another process has been building the kernel for over {self.timeout:g} s")
                 time.sleep(0.05)
         except BaseException:
             self._close()
@@ -279,7 +292,7 @@ def _run(args: list[str], timeout: float) -> tuple[int, str]:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
-        raise TimeoutError(f"{name} ran over LOSSKIT_BUILD_TIMEOUT={timeout:g} s; killed") from None
+        raise _BuildTimeout(f"{name} ran over LOSSKIT_BUILD_TIMEOUT={timeout:g} s; killed") from None
     except BaseException:
         _kill_group(proc)
         raise
@@ -390,7 +403,7 @@ def build_and_load(source: Path, version: int, cxx: str, sanitize: str | None) -
             built = Path(tmp) / target.name
             code, out = _run([cxx, *flags, "-o", str(built), str(source)], timeout)
             if code != 0:
-                raise RuntimeError(f"{cxx} failed ({code}): {out.strip()[-2000:]}")
+                raise _BuildFailed(f"{cxx} failed ({code}): {out.strip()[-2000:]}")
             os.chmod(built, 0o600)
             digest = hashlib.sha256(built.read_bytes()).hexdigest()
             os.replace(built, target)  # atomic: another process sees the whole library or none
@@ -399,5 +412,5 @@ def build_and_load(source: Path, version: int, cxx: str, sanitize: str | None) -
             shutil.rmtree(tmp, ignore_errors=True)
         lib = _open_verified(target, version)
         if lib is None:
-            raise RuntimeError(f"{target} was built but does not load as kernel version {version}")
+            raise _BuildFailed(f"{target} was built but does not load as kernel version {version}")
         return lib, target

@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 from . import native
 
@@ -144,7 +145,7 @@ def _build() -> tuple[ctypes.CDLL, Path]:
 
 def _declare(lib: ctypes.CDLL) -> None:
     i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-    common = [cint, ptr, i64, i64, i64, i64, i64, i64, ptr, i64, ptr, ptr, i64]
+    common: list[type[ctypes._SimpleCData[Any]]] = [cint, ptr, i64, i64, i64, i64, i64, i64, ptr, i64, ptr, ptr, i64]
     lib.losskit_ctc_forward.restype = i64
     lib.losskit_ctc_forward.argtypes = [*common, ptr, ptr, cint]
     lib.losskit_ctc_backward.restype = i64

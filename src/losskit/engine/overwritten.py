@@ -67,10 +67,11 @@ class OverwrittenLogits(torch.Tensor):
 
 def poison(t: torch.Tensor) -> None:
     """Mark ``t`` and the tensors it is a view of as overwritten."""
-    while t is not None:
-        if type(t) is torch.Tensor:
-            t.__class__ = OverwrittenLogits
-        t = t._base
+    view: torch.Tensor | None = t
+    while view is not None:
+        if type(view) is torch.Tensor:
+            view.__class__ = OverwrittenLogits
+        view = view._base
 
 
 def storage(t: torch.Tensor) -> torch.Tensor:

@@ -64,7 +64,7 @@ def _slice(op, s: int, e: int):
 
 class _PointwiseFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, t, w, spec: Pointwise, params, reduction: str, mean_over_weights: bool):  # type: ignore[override]
+    def forward(ctx, x, t, w, spec: Pointwise, params, reduction: str, mean_over_weights: bool):
         w_op, _ = _row_operand(w, x)
         p_op = params
         x2, t2 = _rows(x), _rows(t)
@@ -89,7 +89,7 @@ class _PointwiseFn(torch.autograd.Function):
             else:
                 total += loss.sum()  # each chunk sums in its own dtype; the partial sums add up in fp64
         factor = 1.0 if spec.scale is None else spec.scale(params)
-        if reduction == "none":
+        if out is not None:  # reduction 'none'
             result = out if factor == 1.0 else out.mul_(factor)
         elif reduction == "sum":
             result = (total * factor).to(x.dtype)
@@ -101,7 +101,7 @@ class _PointwiseFn(torch.autograd.Function):
         return result
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[override]
+    def backward(ctx, grad_output):
         x, t, w = ctx.saved_tensors
         spec, params = ctx.spec, ctx.params
         if spec.scale is not None:

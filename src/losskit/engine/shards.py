@@ -100,7 +100,7 @@ def shard_pass(x, y, weight, opts: ShardOptions, want_grad: bool):
     step = rows_per_chunk(cl)
     for s in range(0, n, step):
         e = min(n, s + step)
-        if direct:
+        if direct and grad is not None:
             shifted = torch.sub(x[s:e], m[s:e].unsqueeze(1), out=grad[s:e])
         else:
             shifted = x[s:e].to(acc) - m[s:e].unsqueeze(1)
@@ -116,7 +116,7 @@ def shard_pass(x, y, weight, opts: ShardOptions, want_grad: bool):
     w_y = torch.where(valid, w_y, zero)
     w_sum = buf[k * n] if (w is not None and eps > 0) else float(c_global)
     row = (1 - eps) * w_y * (log_s - t_row)
-    if eps > 0:
+    if a_row is not None:  # eps > 0
         row = row + (eps / c_global) * (w_sum * log_s - a_row)
     lse = m + log_s
     if z > 0:
@@ -129,7 +129,7 @@ def shard_pass(x, y, weight, opts: ShardOptions, want_grad: bool):
         loss = rows.sum()
     else:
         loss = rows.sum() / denom
-    if not want_grad:
+    if grad is None:  # not want_grad
         return loss.to(x.dtype), None
 
     # 4. this rank's slice of the gradient of the reduced loss
@@ -171,7 +171,7 @@ class VocabParallelCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, y, weight, opts: ShardOptions):  # type: ignore[override]
+    def forward(ctx, x, y, weight, opts: ShardOptions):
         want_grad = ctx.needs_input_grad[0]
         loss, grad = shard_pass(x, y, weight, opts, want_grad)
         ctx.reduction = opts.reduction
@@ -181,7 +181,7 @@ class VocabParallelCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     @first_order_only
-    def backward(ctx, grad_output):  # type: ignore[override]
+    def backward(ctx, grad_output):
         grad, ctx.grad = ctx.grad, None
         _checks.gradient_available(
             "vocab_parallel_cross_entropy()",

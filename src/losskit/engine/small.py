@@ -18,6 +18,11 @@ from .. import _checks
 from . import native
 from .autograd import first_order_only
 
+
+class _OutOfMemory(MemoryError):
+    """The kernel could not allocate its scratch buffers."""
+
+
 MAX_ELEMENTS = 1 << 16  # up to here one thread does the whole problem (a thread start costs ~20 µs)
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
@@ -84,7 +89,7 @@ def _run(x, target, weight, opts, want_grad: bool):
     )
     if bad:
         _checks.class_range("cross_entropy", target, c, opts.ignore_index)  # raises the clear error
-        raise MemoryError(f"cross_entropy: no memory for {n} rows of {c} classes")
+        raise _OutOfMemory(f"cross_entropy: no memory for {n} rows of {c} classes")
     loss = rows[:n] if opts.reduction == "none" else rows[n]
     return (loss if x.dtype == torch.float32 else loss.to(x.dtype)), grad
 

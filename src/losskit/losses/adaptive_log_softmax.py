@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 from collections import namedtuple
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -43,7 +44,7 @@ class _LinearRows(torch.autograd.Function):
     before its one rounding)."""
 
     @staticmethod
-    def forward(ctx, x, w, b, target):  # type: ignore[override]
+    def forward(ctx, x, w, b, target):
         logits = torch.mm(x, w.t()) if b is None else torch.addmm(b, x, w.t())
         want = any(ctx.needs_input_grad[:3])
         loss, grad, _ = rows.fused_pass(logits, target, None, _NONE, want, out=logits if want else None)
@@ -53,7 +54,7 @@ class _LinearRows(torch.autograd.Function):
         return loss
 
     @staticmethod
-    def backward(ctx, grad_rows):  # type: ignore[override]
+    def backward(ctx, grad_rows):
         x, w = ctx.saved_tensors
         g = ctx.grad * grad_rows.to(ctx.grad.dtype).unsqueeze(1)
         grad_x = torch.mm(g, w) if ctx.needs_input_grad[0] else None
@@ -154,9 +155,14 @@ class AdaptiveLogSoftmaxWithLoss(Module):
     def reset_parameters(self) -> None:
         """Re-initialise the head and every tail projection as at construction."""
         self.head.reset_parameters()
-        for i2h, h2o in self.tail:  # type: ignore[misc]
-            i2h.reset_parameters()
-            h2o.reset_parameters()
+        for i in range(self.n_clusters):
+            for layer in self._cluster(i):
+                layer.reset_parameters()
+
+    def _cluster(self, i: int) -> tuple[Linear, Linear]:
+        """Tail cluster ``i``'s two projections, as built in ``__init__``: input → hidden → the cluster's classes."""
+        projection, out_layer = cast(Sequential, self.tail[i])
+        return cast(Linear, projection), cast(Linear, out_layer)
 
     def forward(self, input_: Tensor, target_: Tensor) -> _ASMoutput:
         """``_ASMoutput(output, loss)``: the target log-probabilities and their negative mean."""
@@ -182,7 +188,7 @@ class AdaptiveLogSoftmaxWithLoss(Module):
             row_indices = in_cluster.nonzero().squeeze(1)
             if row_indices.numel() == 0:
                 continue
-            projection, out_layer = self.tail[i]
+            projection, out_layer = self._cluster(i)
             hidden = projection(input.index_select(0, row_indices))
             local = _linear_log_prob(hidden, out_layer, target[row_indices] - low)
             output = output.index_copy(0, row_indices, local)

@@ -26,7 +26,7 @@ class _BinaryCrossEntropy(torch.autograd.Function):
     generate_vmap_rule = True  # torch.func.vmap: forward and backward are plain torch ops
 
     @staticmethod
-    def forward(p, t, w):  # type: ignore[override]
+    def forward(p, t, w):
         log_p = p.log().clamp_min(_LOG_FLOOR)
         log_q = torch.log1p(-p).clamp_min(_LOG_FLOOR)
         loss = -(t * log_p + (1 - t) * log_q)
@@ -39,7 +39,7 @@ class _BinaryCrossEntropy(torch.autograd.Function):
         ctx.save_for_backward(*inputs)
 
     @staticmethod
-    def backward(ctx, g):  # out-of-place formulas: differentiable again under create_graph=True  # type: ignore[override]
+    def backward(ctx, g):  # out-of-place formulas: differentiable again under create_graph=True
         p, t, w = ctx.saved_tensors
         if w is not None:
             g = g * w

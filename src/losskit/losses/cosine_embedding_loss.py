@@ -37,7 +37,7 @@ class _CosineEmbedding(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x1, x2, target, margin: float, reduction: str):  # type: ignore[override]
+    def forward(x1, x2, target, margin: float, reduction: str):
         low = x1.dtype in _LOW
         a, b = (x1.float(), x2.float()) if low else (x1, x2)
         prod = torch.linalg.vecdot(a, b)
@@ -58,7 +58,7 @@ class _CosineEmbedding(torch.autograd.Function):
         ctx.mark_non_differentiable(cos, m1_, denom)
 
     @staticmethod
-    def backward(ctx, grad, *_):  # type: ignore[override]
+    def backward(ctx, grad, *_):
         x1, x2, target, cos, denom = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: cos and its norms again, differentiably
             a, b = (x1.float(), x2.float()) if x1.dtype in _LOW else (x1, x2)

@@ -13,6 +13,8 @@ the implementations directly, which also serves ``torch.func.grad``.
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 from torch import Tensor
 from torch._C import _functions as _autograd_functions
@@ -22,6 +24,11 @@ from .._catalog import Entry, Problem
 from ..engine import native_ctc
 from ..engine.autocast import fp32_under_autocast
 from ._base import Loss
+
+
+class _KernelMissing(RuntimeError):
+    """The CTC kernel was asked for where it is not loaded (callers check first)."""
+
 
 FN = "ctc_loss"
 _NINF = float("-inf")
@@ -63,6 +70,14 @@ def _extended(y: Tensor, blank: int) -> tuple[Tensor, Tensor]:
 
 def _use_kernel(lp: Tensor) -> bool:
     return lp.device.type == "cpu" and lp.dtype in _DTYPE_CODES and native_ctc.library() is not None
+
+
+def _library() -> ctypes.CDLL:
+    """The kernel, once :func:`_use_kernel` has said yes (a loaded kernel stays loaded)."""
+    lib = native_ctc.library()
+    if lib is None:
+        raise _KernelMissing("losskit: the CTC kernel is not loaded")
+    return lib
 
 
 def _threads(lp: Tensor, k: int) -> int:
@@ -178,7 +193,7 @@ def _forward_impl(log_probs, targets, input_lengths, target_lengths, blank):
     y, il, tl = _cpu_int64(targets), _cpu_int64(input_lengths), _cpu_int64(target_lengths)
     alpha = log_probs.new_empty(n, t, 2 * y.shape[1] + 1)
     nll = log_probs.new_empty(n)
-    code = native_ctc.library().losskit_ctc_forward(
+    code = _library().losskit_ctc_forward(
         *_kernel_args(log_probs, y, il, tl, blank), alpha.data_ptr(), nll.data_ptr(), _threads(log_probs, y.shape[1])
     )
     _checks.sequence.ctc_kernel_error(FN, code)
@@ -194,7 +209,7 @@ def _backward_impl(grad_out, log_probs, targets, input_lengths, target_lengths, 
     g = grad_out.to(log_probs.dtype).contiguous()
     nll, alpha = nll.contiguous(), alpha.contiguous()
     grad = torch.empty(log_probs.shape, dtype=log_probs.dtype)
-    code = native_ctc.library().losskit_ctc_backward(
+    code = _library().losskit_ctc_backward(
         *_kernel_args(log_probs, y, il, tl, blank),
         alpha.data_ptr(),
         nll.data_ptr(),

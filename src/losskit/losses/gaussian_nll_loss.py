@@ -23,7 +23,7 @@ class _ClampMin(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(var, eps: float):  # type: ignore[override]
+    def forward(var, eps: float):
         return var.clamp(min=eps)
 
     @staticmethod
@@ -31,7 +31,7 @@ class _ClampMin(torch.autograd.Function):
         pass
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         return grad, None
 
 
@@ -64,7 +64,7 @@ class _GaussianNLL(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(input, target, var, eps: float, full: bool, reduction: str):  # type: ignore[override]
+    def forward(input, target, var, eps: float, full: bool, reduction: str):
         x2, t2 = input.reshape(-1, input.shape[-1]), target.reshape(-1, input.shape[-1])
         v2 = var.reshape(x2.shape[0], -1)
         rows, last = x2.shape
@@ -91,7 +91,7 @@ class _GaussianNLL(torch.autograd.Function):
         ctx.eps, ctx.reduction = eps, reduction
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[override]
+    def backward(ctx, grad_output):
         input, target, var = ctx.saved_tensors
         eps, reduction = ctx.eps, ctx.reduction
         need_x, need_t, need_v = ctx.needs_input_grad[:3]

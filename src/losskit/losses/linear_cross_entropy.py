@@ -127,7 +127,7 @@ def _fold(h: torch.Tensor, grad_output: torch.Tensor) -> bool:
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, w, b, target, weight, opts: CrossEntropyOptions, step: int, rows=None, acc_logits=False):  # type: ignore[override]
+    def forward(ctx, h, w, b, target, weight, opts: CrossEntropyOptions, step: int, rows=None, acc_logits=False):
         needs = (
             ctx.needs_input_grad[0],
             ctx.needs_input_grad[1],
@@ -145,7 +145,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     @first_order_only
-    def backward(ctx, grad_output):  # type: ignore[override]
+    def backward(ctx, grad_output):
         h, w, b, target, weight, rows = ctx.saved_tensors
         grads, ctx.grads = ctx.grads, None
         if ctx.opts.reduction == "none":

@@ -46,7 +46,7 @@ class _MultiMargin(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x2, y, weight, p: int, margin: float, reduction: str):  # type: ignore[override]
+    def forward(x2, y, weight, p: int, margin: float, reduction: str):
         rows, c = x2.shape
         step = max(1, CHUNK_ELEMENTS // c)
         per_row = torch.empty(rows, dtype=x2.dtype, device=x2.device)
@@ -71,7 +71,7 @@ class _MultiMargin(torch.autograd.Function):
         ctx.p, ctx.margin, ctx.reduction = p, margin, reduction
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[override]
+    def backward(ctx, grad_output):
         x2, y, weight = ctx.saved_tensors
         rows, c = x2.shape
         # per-row factor w_y / C · grad_output (/ N for the mean)
@@ -94,7 +94,7 @@ class _MultiMargin(torch.autograd.Function):
             e = min(rows, s + step)
             g = _hinges_into(grad[s:e], x2[s:e], y2[s:e], ctx.margin)
             # ∂/∂x_i of z (p = 1) or z² (p = 2), 0 where z <= 0, times the row's factor
-            g = g.gt_(0).mul_(scale[s:e].unsqueeze(1)) if ctx.p == 1 else g.mul_(scale2[s:e].unsqueeze(1))
+            g = g.gt_(0).mul_(scale[s:e].unsqueeze(1)) if scale2 is None else g.mul_(scale2[s:e].unsqueeze(1))
             g.scatter_(1, y2[s:e], g.sum(1, keepdim=True).neg_())  # ∂/∂x_y = -Σ_i ∂/∂x_i
         return grad, None, None, None, None, None
 

@@ -38,7 +38,7 @@ class _MultilabelSoftMargin(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x2, t2, w, reduction: str):  # type: ignore[override]
+    def forward(x2, t2, w, reduction: str):
         rows, c = x2.shape
         step = max(1, CHUNK_ELEMENTS // c)
         work = torch.float32 if x2.dtype in _LOW else x2.dtype
@@ -59,7 +59,7 @@ class _MultilabelSoftMargin(torch.autograd.Function):
         ctx.reduction = reduction
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[override]
+    def backward(ctx, grad_output):
         x2, t2, w = ctx.saved_tensors
         rows, c = x2.shape
         work = torch.float32 if x2.dtype in _LOW else x2.dtype
