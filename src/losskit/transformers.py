@@ -39,7 +39,7 @@ import functools
 import inspect
 import types
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -161,8 +161,10 @@ def apply(
     model_type = getattr(config, "model_type", None)
     supported = ", ".join(SUPPORTED)
     hf.supported_model(name, model_type, supported, model_type in SUPPORTED)
+    model_type = cast(str, model_type)  # a key of SUPPORTED (checked)
     head = getattr(model, "lm_head", None)
     hf.plain_head(name, type(head).__name__, supported, type(head) is torch.nn.Linear)
+    head = cast(torch.nn.Linear, head)  # checked
     hf.settable_loss_function(name, isinstance(getattr(type(model), "loss_function", None), property))
     try:
         source = inspect.getsource(type(model).forward)
@@ -228,7 +230,7 @@ def _shifted(labels: torch.Tensor | None, shift_labels: torch.Tensor | None, ign
         return shift_labels
     hf.labels_given(labels is not None)
     # position t predicts token t+1; the last position predicts nothing
-    return torch.nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    return torch.nn.functional.pad(cast(torch.Tensor, labels), (0, 1), value=ignore_index)[..., 1:]
 
 
 def _per_item(loss: torch.Tensor, num_items_in_batch: torch.Tensor | int | None) -> torch.Tensor:
