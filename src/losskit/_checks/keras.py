@@ -10,6 +10,7 @@ message with a regular expression, the message carries Keras' words: ``"Invalid 
 from __future__ import annotations
 
 import numbers
+from typing import Any, NoReturn
 
 import torch
 
@@ -95,7 +96,7 @@ def generalized_q(fn: str, value: object) -> float:
     return value
 
 
-def alpha_weights(fn: str, value: object) -> float | torch.Tensor:
+def alpha_weights(fn: str, value: object) -> Any:
     """The focal ``alpha``: a number, or a list / array / tensor of per-class weights (kept as given)."""
     if isinstance(value, bool):
         raise LossTypeError(f"{fn}(): 'alpha' must be a number or a sequence of numbers, not bool")
@@ -267,7 +268,7 @@ def ctc_lengths(fn: str, max_label: int, input_length: int) -> None:
 # ------------------------------------------------------------------------------------ serialization
 
 
-def not_implemented(cls: str) -> None:
+def not_implemented(cls: str) -> NoReturn:
     raise LossTypeError(f"{cls}.call(y_true, y_pred) is not implemented: subclasses of losskit.keras.Loss define it")
 
 

@@ -73,7 +73,7 @@ DEFAULT_BUILD_TIMEOUT_S = 120.0
 # /proc/cpuinfo lines that -march=native depends on (non-x86: implementer, part, features)
 _CPU_KEYS = ("model name", "flags", "CPU implementer", "CPU architecture", "CPU variant", "CPU part", "Features")
 # x86-64 micro-architecture levels (GCC's and clang's -march names) and the /proc/cpuinfo flags each needs
-_X86_LEVELS = (
+_X86_LEVELS: tuple[tuple[str, set[str]], ...] = (
     ("x86-64-v4", {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx2", "fma", "bmi2", "f16c"}),
     ("x86-64-v3", {"avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm"}),
     ("x86-64", set()),

@@ -52,7 +52,7 @@ def get_mask(x: object) -> torch.Tensor | None:
 
 
 def set_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    x._keras_mask = mask  # what keras.backend.set_keras_mask does on the torch backend
+    setattr(x, "_keras_mask", mask)  # noqa: B010 - what keras.backend.set_keras_mask does on the torch backend
     return x
 
 
@@ -126,7 +126,7 @@ class FusedRows(torch.autograd.Function):
     ``grad_output``. No gradient reaches ``t``."""
 
     @staticmethod
-    def forward(ctx, x, t, row_fn):  # type: ignore[override]
+    def forward(ctx, x, t, row_fn):
         acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         rows = x.shape[0]
         step = max(1, _CHUNK_ELEMENTS // max(1, x.shape[1]))
@@ -137,13 +137,13 @@ class FusedRows(torch.autograd.Function):
             if out is not None and out.dtype != acc:
                 out = torch.empty(out.shape, dtype=acc, device=out.device)
             loss[r0 : r0 + step] = row_fn(x[r0 : r0 + step].to(acc), t[r0 : r0 + step].to(acc), out)
-            if grad is not None and out.dtype != grad.dtype:
+            if grad is not None and out is not None and out.dtype != grad.dtype:
                 grad[r0 : r0 + step] = out
         ctx.save_for_backward(grad)
         return loss.to(x.dtype)
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[override]
+    def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
         if grad is None:
             return None, None, None

@@ -17,7 +17,7 @@ class _CTC(torch.autograd.Function):
     ``softmax_tk - Σ_{s: l'_s = k} α_t(s)·β_t(s) / (P·y_tk)`` (Graves et al., 2006; α, β include the emission at t)."""
 
     @staticmethod
-    def forward(ctx, logits, ext, skip, lengths):  # type: ignore[override]
+    def forward(ctx, logits, ext, skip, lengths):
         log_probs = torch.log_softmax(logits, dim=-1)
         batch, steps, _ = log_probs.shape
         states = ext.shape[1]
@@ -37,7 +37,7 @@ class _CTC(torch.autograd.Function):
         return -log_likelihood
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[override]
+    def backward(ctx, grad_output):
         log_probs, emissions, alphas, ext, no_skip, lengths, log_likelihood = ctx.saved_tensors
         batch, steps, _ = log_probs.shape
         states = ext.shape[1]

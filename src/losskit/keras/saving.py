@@ -20,15 +20,16 @@ import inspect
 import sys
 import threading
 import warnings
+from typing import Any
 
 from .._checks import keras as checks
 from .base import Loss
 
 PACKAGE = "losskit"
 
-_OBJECTS: dict[str, object] = {}  # class and function names, and Keras' aliases, to losskit's objects
+_OBJECTS: dict[str, Any] = {}  # class and function names, and Keras' aliases, to losskit's objects
 _lock = threading.Lock()
-_state = {"registered": False}
+_state: dict[str, bool] = {"registered": False}
 
 # the names keras.losses.get / deserialize accept besides the class and function names (Keras 3.15.1)
 KERAS_ALIASES = {
@@ -47,7 +48,7 @@ KERAS_ALIASES = {
 }
 
 
-def add_objects(objects: list[object]) -> None:
+def add_objects(objects: list[Any]) -> None:
     """Make the classes and functions of :mod:`losskit.keras` known to ``get`` and ``deserialize``."""
     for obj in objects:
         _OBJECTS[obj.__name__] = obj
@@ -55,7 +56,7 @@ def add_objects(objects: list[object]) -> None:
         _OBJECTS[alias] = _OBJECTS[name]
 
 
-def registered_name(obj: object) -> str:
+def registered_name(obj: Any) -> str:
     return f"{PACKAGE}>{obj.__name__}"
 
 
@@ -141,12 +142,12 @@ def get(identifier):
 
 def register_with_keras() -> bool:
     """Register losskit's Keras losses with Keras, once, if Keras has been imported (never imports it)."""
-    keras = sys.modules.get("keras")
+    keras: Any = sys.modules.get("keras")
     saving = getattr(keras, "saving", None)
     if saving is None or _state["registered"]:
-        return _state["registered"]
+        return bool(_state["registered"])
     with _lock:
-        if _state["registered"]:
+        if _state.get("registered"):
             return True
         if Loss.__bases__ != (keras.losses.Loss,):
             Loss.__bases__ = (keras.losses.Loss,)

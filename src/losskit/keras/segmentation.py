@@ -49,7 +49,7 @@ def _single_axis(dims, y_true, y_pred) -> bool:
 
 def _dice(fn, y_true, y_pred, axis):
     dims = checks.canonical_axes(fn, axis, y_pred.dim())
-    if _single_axis(dims, y_true, y_pred):
+    if dims is not None and _single_axis(dims, y_true, y_pred):
         return fused_rows(_dice_rows, y_pred, y_true, dims[0])
     intersection = _sum(y_true * y_pred, dims)
     return 1.0 - 2.0 * intersection / (_sum(y_true, dims) + _sum(y_pred, dims) + EPSILON)
@@ -57,7 +57,7 @@ def _dice(fn, y_true, y_pred, axis):
 
 def _tversky(fn, y_true, y_pred, alpha, beta, axis):
     dims = checks.canonical_axes(fn, axis, y_pred.dim())
-    if _single_axis(dims, y_true, y_pred):
+    if dims is not None and _single_axis(dims, y_true, y_pred):
         return fused_rows(_tversky_rows(alpha, beta), y_pred, y_true, dims[0])
     intersection = _sum(y_true * y_pred, dims)
     fp = _sum((1.0 - y_pred) * y_true, dims)
