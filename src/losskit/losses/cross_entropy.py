@@ -137,24 +137,37 @@ def reference_rows(x, t, y_safe, valid, weight, opts: rows.CrossEntropyOptions):
     z = x.to(acc)
     if opts.softcap is not None:
         z = opts.softcap * torch.tanh(z / opts.softcap)
-    lp = torch.log_softmax(z, 1)
     w = None if weight is None else weight.to(acc)
     eps = opts.label_smoothing
+    kept = None
     if t is not None:
+        lp = torch.log_softmax(z, 1)
+        lse = None
         tt = t.to(acc)
         if eps > 0:
             tt = tt * (1 - eps) + eps / c
         row = -((tt if w is None else tt * w) * lp).sum(1)
-        kept = None
     else:
+        # lse - x_y rather than log_softmax: no (rows, C) log-probabilities are made (a compiler fuses the rest)
         kept = valid.to(acc)
         w_y = kept if w is None else w[y_safe] * kept
-        row = -lp.gather(1, y_safe.unsqueeze(1)).squeeze(1) * w_y
+        # the target's logit through a compare with the class index, not a gather: a compiler fuses it into
+        # the row's reduction, and its gradient into the softmax's (no scatter over the gradient)
+        hit = torch.arange(c, device=z.device) == y_safe.unsqueeze(1)
+        zero = torch.zeros((), dtype=acc, device=z.device)
+        # sums over x - max, as log_softmax takes them: no cancellation for large logits (the loss is shift-invariant)
+        m = z.detach().amax(1, keepdim=True) if c else z.new_zeros(z.shape[0], 1)
+        shifted = z - m
+        lse_shifted = torch.logsumexp(shifted, 1)
+        lse = lse_shifted + m.squeeze(1)
+        row = (lse_shifted - torch.where(hit, shifted, zero).sum(1)) * w_y
         if eps > 0:
-            smooth = lp.sum(1) if w is None else lp @ w
+            w_sum = c if w is None else w.sum()
+            smooth = (shifted.sum(1) if w is None else shifted @ w) - lse_shifted * w_sum
             row = (1 - eps) * row - (eps / c) * smooth * kept
     if opts.z_loss > 0:
-        lse = torch.logsumexp(z, 1)
+        if lse is None:
+            lse = torch.logsumexp(z, 1)
         row = row + opts.z_loss * lse * lse * (1 if kept is None else kept)
     if opts.reduction == "none":
         return row.to(x.dtype)
