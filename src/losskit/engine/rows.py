@@ -10,7 +10,7 @@ that buffer by ``grad_output``. Two paths compute the same formulas:
 * **torch ops** for everything else (CUDA, fp64/fp16, probability targets, softcap, no compiler): the rows
   are walked in chunks sized to stay in cache; per chunk, in at least fp32, one fused kernel gives
   ``lp = log_softmax(x)``, the row losses come from it and the gradient is written over the same chunk of
-  the gradient buffer: ``exp(lp)`` scaled, minus the target terms.
+  the gradient buffer: ``softmax(lp) = exp(lp)`` scaled, minus the target terms.
 
 For rows ``n``, target ``y``, class weights ``w`` (ones when absent), smoothing ``ε`` over ``C`` classes,
 ``p = softmax(x)``:
@@ -276,10 +276,11 @@ class RowPlan:
         2⁻⁹, which a sum or mean averages out, while ``'none'`` returns each row and takes the fp32 path.
         (fp32/fp64 measured no faster this way than with log-softmax, which is exact: they keep it.) On the CPU
         the kernel (:meth:`kernel_ok`) comes first and is exact in bf16 too; this path serves CUDA and
-        machines without a compiler."""
-        return (
-            not self.exact and dtype == torch.bfloat16 and self.opts.softcap is None and self.opts.reduction != "none"
-        )
+        machines without a compiler. Not with label smoothing or z-loss: their terms nearly cancel the NLL's at
+        the target (exactly at C=1), and bf16 ``p·coef`` and ``ε/C·w`` rounded apart lose the difference."""
+        o = self.opts
+        plain = o.softcap is None and o.label_smoothing == 0 and o.z_loss == 0 and o.reduction != "none"
+        return not self.exact and dtype == torch.bfloat16 and plain
 
     def chunk(self, xc, s: int, e: int, want_grad: bool, out=None, row_scale=None):
         """Row losses of logits ``xc`` (rows s..e) into ``self.rows``; returns their gradient (in the
@@ -325,12 +326,9 @@ class RowPlan:
 
         else:
             lse = torch.logsumexp(xc.to(acc), 1) if z > 0 else None
-            # one fused kernel: max, log-sum-exp and x - lse, in the accumulation dtype
-            lp = (
-                torch.log_softmax(xc, 1, dtype=acc, out=lp_out)
-                if lp_out is not None
-                else torch.log_softmax(xc, 1, dtype=acc)
-            )
+            # one fused kernel: max, log-sum-exp and x - lse, in the accumulation dtype (a chunk-sized temporary:
+            # the softmax below writes the gradient buffer from it)
+            lp = torch.log_softmax(xc, 1, dtype=acc)
 
             def lp_at(idx):
                 return lp.gather(1, idx).squeeze(1)
@@ -375,16 +373,21 @@ class RowPlan:
         if row_scale is not None:
             scale = row_scale if scale is None else row_scale * scale
         if not native:
-            p = lp.exp_()  # softmax; the gradient is softmax · coef - (target terms)
+            # the gradient is softmax · coef - (target terms); softmax(lp) = exp(lp), but torch's softmax kernel
+            # exponentiates several times faster than its elementwise exp on the CPU
+            p = torch.softmax(lp, 1, out=lp_out) if lp_out is not None else torch.softmax(lp, 1)
         if self.probabilities:
             coef = wt.sum(1)
             if z > 0:
                 coef = coef + 2 * z * lse
             if scale is not None:
                 coef = coef * scale
-                # per row (a tensor) exactly when row_scale is given: probability targets' own scale is 1/n
-                wt = wt * (scale.unsqueeze(1) if isinstance(scale, torch.Tensor) else scale)
-            p.mul_(coef.unsqueeze(1)).sub_(wt)
+            p.mul_(coef.unsqueeze(1))
+            # per row (a tensor) exactly when row_scale is given: probability targets' own scale is 1/n, a float
+            if isinstance(scale, torch.Tensor):
+                p.sub_(wt * scale.unsqueeze(1))
+            else:  # one pass, no (rows, C) temporary
+                p.sub_(wt, alpha=1.0 if scale is None else scale)
         else:
             coef = (1 - eps) * wyc + (eps / c) * self.w_sum
             if z > 0:
