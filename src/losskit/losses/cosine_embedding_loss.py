@@ -7,8 +7,8 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
+from .._tracing import tracing
 from ..engine.autocast import fp32_under_autocast
-from ..engine.eager import fused_allowed
 from ._base import Loss
 
 EPSILON = 9.999999960041972e-13  # 1e-12 rounded to float32, added to each squared norm as torch does
@@ -85,7 +85,7 @@ class _CosineEmbedding(torch.autograd.Function):
 
 def _fused_ok(x1, x2, target) -> bool:
     return (
-        fused_allowed()
+        not tracing()
         and x1.dim() == 2
         and x1.is_floating_point()
         and x1.dtype == x2.dtype

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
-from ..engine.eager import fused_allowed
+from .._tracing import tracing
 from ._base import Loss
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -136,7 +136,7 @@ class _GaussianNLL(torch.autograd.Function):
 
 
 def _fused_ok(input, target, var) -> bool:
-    if not fused_allowed() or input.dim() == 0 or input.numel() == 0:
+    if tracing() or input.dim() == 0 or input.numel() == 0:
         return False
     if not (input.is_floating_point() and input.dtype == target.dtype == var.dtype):
         return False

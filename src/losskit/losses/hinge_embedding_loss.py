@@ -7,9 +7,9 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
+from .._tracing import tracing
 from ..engine import pointwise
 from ..engine.autocast import fp32_under_autocast
-from ..engine.eager import fused_allowed
 from ..engine.pointwise import Pointwise
 from ._base import Loss
 
@@ -61,7 +61,7 @@ def hinge_embedding_loss(
     margin = _checks.number(fn, "margin", margin)
     reduction = _reduction.resolve(reduction, size_average, reduce)
     _checks.broadcast_shape(fn, ("input", "target"), input, target)
-    if fused_allowed() and input.is_floating_point() and pointwise.fast_path_ok(input, target):
+    if not tracing() and input.is_floating_point() and pointwise.fast_path_ok(input, target):
         return pointwise.pointwise(HINGE, input, target, None, margin, reduction)
     return _reduction.reduce_loss(hinge_embedding(input, target, margin), reduction)
 

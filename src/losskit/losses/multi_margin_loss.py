@@ -7,8 +7,8 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, class_indices, randn
+from .._tracing import tracing
 from ..engine.autocast import fp32_under_autocast
-from ..engine.eager import fused_allowed
 from ._base import WeightedLoss
 
 CHUNK_ELEMENTS = 1 << 17  # 512 KiB of fp32 per chunk: in cache, few Python steps
@@ -139,7 +139,7 @@ def multi_margin_loss(
     x2, y = input.reshape(n, c), target.reshape(n)
     if n == 0:
         loss = x2.sum(1)
-    elif fused_allowed() and not (weight is not None and weight.requires_grad):
+    elif not tracing() and not (weight is not None and weight.requires_grad):
         loss = _MultiMargin.apply(x2, y, weight, p, margin, reduction if target.dim() else "none")
     else:
         loss = multi_margin(x2, y, p, margin, weight)

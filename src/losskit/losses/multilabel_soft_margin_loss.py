@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
-from ..engine.eager import fused_allowed
+from .._tracing import tracing
 from ._base import WeightedLoss
 
 CHUNK_ELEMENTS = 1 << 17  # 512 KiB of fp32 per chunk: in cache, few Python steps
@@ -87,7 +87,7 @@ class _MultilabelSoftMargin(torch.autograd.Function):
 
 
 def _fused_ok(input, target, weight) -> bool:
-    if not fused_allowed() or input.dim() == 0 or input.numel() == 0 or not input.is_floating_point():
+    if tracing() or input.dim() == 0 or input.numel() == 0 or not input.is_floating_point():
         return False
     if target.shape != input.shape or target.dtype != input.dtype or target.requires_grad:
         return False

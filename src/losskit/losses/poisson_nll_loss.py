@@ -9,9 +9,9 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
+from .._tracing import tracing
 from ..engine import pointwise
 from ..engine.autocast import fp32_under_autocast
-from ..engine.eager import fused_allowed
 from ..engine.pointwise import Pointwise
 from ._base import Loss
 
@@ -85,7 +85,7 @@ def poisson_nll_loss(
         dtype = torch.promote_types(input.dtype, target.dtype)
         loss = poisson_nll(input.float(), target.float(), *params)
         return _reduction.reduce_loss(loss, reduction).to(dtype)
-    if fused_allowed() and input.is_floating_point() and pointwise.fast_path_ok(input, target):
+    if not tracing() and input.is_floating_point() and pointwise.fast_path_ok(input, target):
         return pointwise.pointwise(POISSON, input, target, None, params, reduction)
     return _reduction.reduce_loss(poisson_nll(input, target, *params), reduction)
 
