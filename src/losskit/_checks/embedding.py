@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import torch
 
+from .._tracing import tracing
 from .errors import LossIndexError, LossTypeError, LossValueError
 from .tensors import shape
 
 
 def reads_data() -> bool:
-    """True when a check may look at tensor values (eager mode, no torch.func transform active)."""
-    return not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
+    """True when a check may look at tensor values: the call is not being traced (see losskit._tracing)."""
+    return not tracing()
 
 
 def same_ndim3(fn: str, names: tuple[str, str, str], a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> None:
