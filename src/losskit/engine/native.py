@@ -85,6 +85,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     f = lib.losskit_ce_rows
     f.restype = i64
     f.argtypes = [ctypes.c_int, ptr, i64, ptr, i64, i64, i64, ptr, ptr, dbl, dbl, dbl, dbl, ptr, ptr, ctypes.c_int]
+    g = lib.losskit_ce_small  # engine/small.py: a whole small problem in one call
+    g.restype = i64
+    g.argtypes = [ctypes.c_int, ptr, i64, ptr, i64, i64, i64, ptr, i64, ptr, dbl, dbl, ctypes.c_int, ptr]
 
 
 def _load() -> tuple[ctypes.CDLL | None, str]:

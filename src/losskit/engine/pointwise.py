@@ -177,6 +177,8 @@ def reduce_weighted(loss, weight, reduction: str, mean_over_weights: bool):
 def route(spec, reference, input, target, weight, reduction, params=None, *, mean_over_weights=False, extras=()):
     """Route an element-wise loss: the chunked engine when it covers the call exactly, else the plain
     PyTorch ``reference()`` (element-wise loss) differentiated by autograd and reduced here."""
-    if fast_path_ok(input, target, weight, *extras):
+    # a constant factor that overflows the dtype (smooth L1's 1/β for a subnormal β) cannot be folded in
+    foldable = spec.scale is None or spec.scale(params) <= torch.finfo(input.dtype).max
+    if foldable and fast_path_ok(input, target, weight, *extras):
         return pointwise(spec, input, target, weight, params, reduction, mean_over_weights)
     return reduce_weighted(reference(), weight, reduction, mean_over_weights)

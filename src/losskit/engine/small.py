@@ -10,8 +10,6 @@ rows over threads.
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 
 from .. import _checks
@@ -26,22 +24,12 @@ class _OutOfMemory(MemoryError):
 MAX_ELEMENTS = 1 << 16  # up to here one thread does the whole problem (a thread start costs ~20 µs)
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
-_entry = None
 
 
 def _kernel():
-    """The kernel's ``losskit_ce_small``, declared once; None without the kernel."""
-    global _entry
-    if _entry is None:
-        lib = native.library()
-        f = getattr(lib, "losskit_ce_small", None) if lib is not None else None
-        if f is None:
-            return None
-        i64, ptr, dbl = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
-        f.restype = i64
-        f.argtypes = [ctypes.c_int, ptr, i64, ptr, i64, i64, i64, ptr, i64, ptr, dbl, dbl, ctypes.c_int, ptr]
-        _entry = f
-    return _entry
+    """The kernel's ``losskit_ce_small`` (declared by :mod:`.native` when it loads the library); None without it."""
+    lib = native.library()
+    return None if lib is None else lib.losskit_ce_small
 
 
 def eligible(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, opts) -> bool:

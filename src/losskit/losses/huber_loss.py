@@ -86,8 +86,6 @@ def smooth_l1_loss(
     input, target = _checks.pointwise_pair(fn, input, target)
     beta = _checks.non_negative(fn, "beta", beta)
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    if beta and 1.0 / beta > torch.finfo(input.dtype).max:  # the engine's 1/β factor would overflow
-        return pointwise.reduce_weighted(smooth_l1(input, target, beta), None, reduction, False)
     return pointwise.route(SMOOTH_L1, lambda: smooth_l1(input, target, beta), input, target, None, reduction, beta)
 
 
