@@ -8,7 +8,7 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, class_indices, randn
 from .._tracing import tracing
-from ..engine import ops, rows, small
+from ..engine import compiled, ops, rows, small
 from ..engine.autocast import fp32_under_autocast
 from ..engine.autograd import acc_dtype
 from ._base import WeightedLoss
@@ -122,6 +122,9 @@ def traced_cross_entropy(input, target, weight, opts: rows.CrossEntropyOptions, 
         out_shape = target.shape[:1] + target.shape[2:] if input.dim() > 1 else torch.Size([])
     else:
         y = target.reshape(-1)
+        if compiled.eligible(x, y, weight, opts):  # torch.compile at large sizes: the kernel as one operator
+            loss = compiled.cross_entropy(x, y, weight, opts, fn)
+            return loss.reshape(target.shape) if opts.reduction == "none" else loss
         y_safe = ops.class_targets(y, x.shape[1], opts.ignore_index, fn)
         loss = reference_rows(x, None, y_safe, y != opts.ignore_index, weight, opts)
         out_shape = target.shape
