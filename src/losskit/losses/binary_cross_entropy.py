@@ -17,6 +17,7 @@ _LOG_FLOOR = -100.0  # torch clamps log(p) and log(1-p) at -100 so that p = 0 or
 
 # ...and divides the gradient by max(p(1-p), 1e-12), its 1e-12 being a float32 constant in every dtype
 _GRAD_EPS = float(torch.tensor(1e-12, dtype=torch.float32))
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class _BinaryCrossEntropy(torch.autograd.Function):
@@ -55,15 +56,30 @@ def bce_elementwise(p: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None) ->
     return _BinaryCrossEntropy.apply(p, t, w)
 
 
+def _bce_reference(p: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None, reduction: str) -> torch.Tensor:
+    """The reduced loss that autograd differentiates. float16/bfloat16 compute the loss, its reduction and both
+    gradients in float32 and round once (torch rounds each step, e.g. its target gradient ``-logit(p)·g·w / N``)."""
+    if p.dtype not in _LOW_PRECISION:
+        return _reduction.reduce_loss(bce_elementwise(p, t, w), reduction)
+    loss = bce_elementwise(p.float(), t.float(), None if w is None else w.float())
+    return _reduction.reduce_loss(loss, reduction).to(p.dtype)
+
+
 def _bce_loss(p, t, _):
+    if p.dtype in _LOW_PRECISION:  # a float32 chunk: the engine sums it in float32 (or rounds it once for 'none')
+        p, t = p.float(), t.float()
     return -(t * p.log().clamp_min_(_LOG_FLOOR) + (1 - t) * torch.log1p(-p).clamp_min_(_LOG_FLOOR))
 
 
 def _bce_grad(p, t, _, out):
+    if p.dtype in _LOW_PRECISION:  # computed in float32, rounded once
+        grad = _bce_grad(p.float(), t.float(), _, None)
+        return grad.to(p.dtype) if out is None else out.copy_(grad)
     return torch.sub(p, t, out=out).div_((p * (1 - p)).clamp_min_(_GRAD_EPS))
 
 
-# The same losses for the chunked engine: (loss, ∂loss/∂x) with torch's gradient formulas.
+# The same losses for the chunked engine: (loss, ∂loss/∂x) with torch's gradient formulas; a float16/bfloat16
+# chunk is computed in float32.
 BCE = Pointwise("binary_cross_entropy", _bce_loss, _bce_grad)
 
 
@@ -113,7 +129,7 @@ def binary_cross_entropy(
     if checked is None and pointwise.fast_path_ok(input, target, weight):
         return pointwise.pointwise(BCE, input, target, weight, None, reduction)
     full_weight = None if weight is None else weight.expand(target.shape)
-    loss = _reduction.reduce_loss(bce_elementwise(input, target, full_weight), reduction)
+    loss = _bce_reference(input, target, full_weight, reduction)
     return loss if checked is None else loss + checked
 
 

@@ -15,6 +15,8 @@ from ..engine.autocast import fp32_under_autocast
 from ..engine.rows import as_rows
 from ._base import WeightedLoss
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
 
 def nll_rows(
     input: torch.Tensor,
@@ -32,17 +34,23 @@ def nll_rows(
     else:
         y_safe = torch.where(valid, y, torch.zeros_like(y))
     picked = x.gather(1, y_safe.unsqueeze(1)).squeeze(1)
+    low = picked.dtype if picked.dtype in _LOW_PRECISION else None
+    if low is not None:  # products and sums in fp32, rounded once (torch accumulates in fp32 too)
+        picked = picked.float()
+        weight = None if weight is None else weight.float()
     if weight is None:
-        w_y = valid.to(x.dtype)
+        w_y = valid.to(picked.dtype)
         loss = torch.where(valid, -picked, torch.zeros_like(picked))
     else:
         w_y = torch.where(valid, weight[y_safe], torch.zeros((), dtype=weight.dtype, device=weight.device))
         loss = torch.where(valid, -picked * w_y, torch.zeros_like(picked))
     if reduction == "none":
-        return loss.reshape(target.shape)
-    if reduction == "sum":
-        return loss.sum()
-    return loss.sum() / w_y.sum()
+        out = loss.reshape(target.shape)
+    elif reduction == "sum":
+        out = loss.sum()
+    else:
+        out = loss.sum() / w_y.sum()
+    return out if low is None else out.to(low)
 
 
 @fp32_under_autocast

@@ -19,14 +19,26 @@ def soft_margin(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.logaddexp(z, torch.zeros((), dtype=z.dtype, device=z.device))
 
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _soft_margin_loss(x, y, _):
+    if x.dtype in _LOW_PRECISION:  # a float32 chunk: the engine sums it in float32 (or rounds it once for 'none')
+        x, y = x.float(), y.float()
+    return soft_margin(x, y)
+
+
 def _soft_margin_grad(x, y, _, out):
-    """``∂/∂x log(1 + exp(-y·x)) = -y·σ(-y·x)``"""
+    """``∂/∂x log(1 + exp(-y·x)) = -y·σ(-y·x)``; float16/bfloat16 computed in float32 and rounded once."""
+    if x.dtype in _LOW_PRECISION:
+        grad = _soft_margin_grad(x.float(), y.float(), _, None)
+        return grad.to(x.dtype) if out is None else out.copy_(grad)
     if out is None:  # out of place, differentiable again (create_graph=True)
         return -y * torch.sigmoid(-y * x)
     return torch.mul(y, x, out=out).neg_().sigmoid_().mul_(y).neg_()
 
 
-SOFT_MARGIN = Pointwise("soft_margin_loss", lambda x, y, _: soft_margin(x, y), _soft_margin_grad)
+SOFT_MARGIN = Pointwise("soft_margin_loss", _soft_margin_loss, _soft_margin_grad)
 
 
 @fp32_under_autocast
@@ -55,6 +67,10 @@ def soft_margin_loss(
     input, target = _checks.pointwise_pair(fn, input, target, warn_broadcast=False)
     reduction = _reduction.resolve(reduction, size_average, reduce)
     target = target.to(input.dtype)
+    if input.dtype in _LOW_PRECISION and not pointwise.fast_path_ok(input, target):
+        # the loss, its reduction and its gradient in float32, rounded once (torch rounds each step of
+        # -y·exp(-y·x) / (1 + exp(-y·x)) · g / N); the chunked engine keeps its own low-precision handling
+        return _reduction.reduce_loss(soft_margin(input.float(), target.float()), reduction).to(input.dtype)
     return pointwise.route(SOFT_MARGIN, lambda: soft_margin(input, target), input, target, None, reduction)
 
 
