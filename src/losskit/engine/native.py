@@ -51,7 +51,7 @@ class _KernelTargetError(IndexError):
 
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "cross_entropy.cpp"
-KERNEL_VERSION = 3  # what losskit_kernel_version() must return
+KERNEL_VERSION = 4  # what losskit_kernel_version() must return
 # Starting and joining a std::thread costs about 20 µs (measured on a 2-core AMD EPYC VM), the time the kernel
 # takes for about 50k elements: each thread gets at least ELEMENTS_PER_THREAD, and below PARALLEL_ELEMENTS the
 # caller's thread does the whole call.
@@ -88,6 +88,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     g = lib.losskit_ce_small  # engine/small.py: a whole small problem in one call
     g.restype = i64
     g.argtypes = [ctypes.c_int, ptr, i64, ptr, i64, i64, i64, ptr, i64, ptr, dbl, dbl, ctypes.c_int, ptr]
+    h = lib.losskit_ce_bf16_ne  # see bf16_conversion()
+    h.restype, h.argtypes = ctypes.c_int, [ctypes.c_int]
+    s = lib.losskit_ce_stream_bytes  # see stream_bytes()
+    s.restype, s.argtypes = dbl, [dbl]
 
 
 def _load() -> tuple[ctypes.CDLL | None, str]:
@@ -250,6 +254,26 @@ def cross_entropy_rows(
         raise _KernelTargetError(f"cross_entropy kernel: target {int(y[bad - 1])} out of range [0, {c})")
 
 
+def bf16_conversion(native: bool | None = None) -> bool:
+    """Whether the kernel rounds bf16 gradients with AVX-512 BF16's ``vcvtneps2bf16`` (True; chosen where the CPU
+    has it) or with integer operations (False). Both give the same bits; ``native`` chooses (True only takes
+    effect where the CPU has it), None only asks. For tests and benchmarks; the setting is per process."""
+    lib = library()
+    if lib is None:
+        return False
+    return bool(lib.losskit_ce_bf16_ne(-1 if native is None else int(native)))
+
+
+def stream_bytes(value: float | None = None) -> float:
+    """The gradient size in bytes from which the kernel writes the gradient with non-temporal stores (they skip
+    reading each line before writing it, which pays once the gradient is larger than the caches; 8 MiB unless
+    set). ``value`` sets it, None only asks. For tests and benchmarks; the setting is per process."""
+    lib = library()
+    if lib is None:
+        return float("inf")
+    return float(lib.losskit_ce_stream_bytes(-1.0 if value is None else float(value)))
+
+
 # ================================================================================ a sum in a fixed order
 
 SUM_BLOCK = 2048  # below torch's parallel grain (32768): one block is summed by one thread
@@ -273,11 +297,13 @@ def fixed_order_sum(t: torch.Tensor) -> torch.Tensor:
 
 __all__ = [
     "KERNEL_VERSION",
+    "bf16_conversion",
     "cache_dir",
     "cross_entropy_rows",
     "fixed_order_sum",
     "isa_level",
     "library",
     "status",
+    "stream_bytes",
     "supports",
 ]

@@ -18,12 +18,17 @@
 // read from memory once and the gradient written once. Ignored rows get loss 0 and a zero gradient row.
 // Shifting by the row maximum keeps every exponent ≤ 0 and every sum free of cancellation.
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <thread>
 #include <vector>
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -62,29 +67,78 @@ inline void st(U* p, U v) {
     std::memcpy(p, &v, sizeof v);
 }
 
-// exp(x) for x ≤ 0 or NaN, the only arguments it gets (x - max of the row): Cephes' range reduction
-// x = n·ln2 + r, |r| ≤ ln2/2, and its degree-6 polynomial (about 1 ulp); 2^n built in the exponent bits. Results
-// below the smallest normal float (x < -87.3, true value < 1.2e-38) are 0, which no loss or gradient can tell
-// from the subnormal; NaN propagates through the polynomial.
+// exp(x) for x ≤ 0 or NaN, the only arguments it gets (x - max of the row): x = n·ln2 + r, |r| ≤ ln2/2 (n·ln2 in
+// two parts, so r is exact to about 2^-32), exp(r) by a degree-6 polynomial (1, 1 and a minimax fit of the other
+// five coefficients to the relative error: at most 6.2e-8, about 1 ulp), times 2^n. One vector instruction per
+// step where the ISA has it (AVX-512: vrndscaleps, vscalefps, which also gives the subnormal range; AVX2:
+// vroundps, vmaxps), generic vector code otherwise. Results below the smallest normal float (x < -87.34) are 0 on
+// the AVX2 and generic paths and the true subnormal with AVX-512: no loss or gradient can tell them apart. NaN
+// propagates (vmaxps returns its second operand when either is NaN).
+constexpr float LOG2E = 1.44269504088896341f, LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
+constexpr float P6 = 1.3814611593261361e-3f, P5 = 8.368710055947304e-3f, P4 = 4.166838899254799e-2f,
+                P3 = 1.666652113199234e-1f, P2 = 4.999999403953552e-1f;
+
+template <class Vec, class Fma>
+inline Vec poly6(Vec r, Fma fma) {
+    Vec p = fma(r, P6, P5);
+    p = fma(r, p, P4);
+    p = fma(r, p, P3);
+    p = fma(r, p, P2);
+    p = fma(r, p, 1.0f);
+    return fma(r, p, 1.0f);
+}
+
+#if defined(__AVX512F__)
 inline vf vexp(vf x) {
-    const vf t = x * 1.44269504088896341f;
-    vf fn = (t + 12582912.0f) - 12582912.0f;  // round to nearest (|t| < 2^22)
-    fn = fn > -126.0f ? fn : splat(-126.0f);   // -inf and the underflow range: masked below
-    vf r = x - fn * 0.693359375f;
-    r = r - fn * -2.12194440e-4f;
-    vf p = splat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
+    const __m512 xc = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);  // exp(-104) rounds to 0; NaN stays NaN
+    const __m512 fn = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(LOG2E)), _MM_FROUND_TO_NEAREST_INT);
+    __m512 r = _mm512_fnmadd_ps(fn, _mm512_set1_ps(LN2_HI), xc);
+    r = _mm512_fnmadd_ps(fn, _mm512_set1_ps(LN2_LO), r);
+    const __m512 p = poly6(r, [](__m512 a, auto b, float c) {
+        __m512 bv;
+        if constexpr (std::is_same_v<decltype(b), float>)
+            bv = _mm512_set1_ps(b);
+        else
+            bv = b;
+        return _mm512_fmadd_ps(a, bv, _mm512_set1_ps(c));
+    });
+    return _mm512_scalef_ps(p, fn);
+}
+#elif defined(__AVX2__) && defined(__FMA__) && LOSSKIT_VBYTES == 32
+inline vf vexp(vf x) {
+    const __m256 lo = _mm256_set1_ps(-87.3365479f);
+    const __m256 xc = _mm256_max_ps(lo, x);  // NaN stays NaN
+    const __m256 fn = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(fn, _mm256_set1_ps(LN2_HI), xc);
+    r = _mm256_fnmadd_ps(fn, _mm256_set1_ps(LN2_LO), r);
+    const __m256 p = poly6(r, [](__m256 a, auto b, float c) {
+        __m256 bv;
+        if constexpr (std::is_same_v<decltype(b), float>)
+            bv = _mm256_set1_ps(b);
+        else
+            bv = b;
+        return _mm256_fmadd_ps(a, bv, _mm256_set1_ps(c));
+    });
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fn), _mm256_set1_epi32(127)), 23);
+    const __m256 out = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+    return _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_LT_OQ), out);  // 0 below the normal range
+}
+#else
+inline vf vexp(vf x) {
+    const vf lo = splat(-87.3365479f);
+    const vf xc = x < lo ? lo : x;  // NaN stays NaN
+    const vf t = xc * LOG2E;
+    const vf fn = (t + 12582912.0f) - 12582912.0f;  // round to nearest (|t| < 2^22)
+    vf r = xc - fn * LN2_HI;
+    r = r - fn * LN2_LO;
+    const vf p = poly6(r, [](vf a, auto b, float c) { return a * b + c; });
     const vi bits = (__builtin_convertvector(fn, vi) + 127) << 23;
     vf scale;
     std::memcpy(&scale, &bits, sizeof scale);
     const vf out = p * scale;
-    return x < -87.3365479f ? splat(0.0f) : out;
+    return x < lo ? splat(0.0f) : out;
 }
+#endif
 
 inline float sexp(float x) { return std::exp(x); }
 
@@ -111,6 +165,16 @@ struct F32 {
         return v;
     }
     static inline void store(T* p, vf v) { std::memcpy(p, &v, sizeof v); }
+    // a non-temporal store (p aligned to the vector's size), where the ISA has one
+    static inline void stream(T* p, vf v) {
+#if defined(__AVX512F__)
+        _mm512_stream_ps(p, __m512(v));
+#elif defined(__AVX__) && LOSSKIT_VBYTES == 32
+        _mm256_stream_ps(p, __m256(v));
+#else
+        store(p, v);
+#endif
+    }
     static inline float get(const T* p) { return ld(p); }
     static inline void put(T* p, float v) { st(p, v); }
 };
@@ -118,23 +182,56 @@ struct F32 {
 struct BF16 {
     typedef uint16_t T;
     static inline vf load(const T* p) {
+#if defined(__AVX512F__)
+        return vf(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16)));
+#elif defined(__AVX2__) && LOSSKIT_VBYTES == 32
+        return vf(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p)), 16)));
+#else
         vh h;
         std::memcpy(&h, p, sizeof h);
         const vu u = __builtin_convertvector(h, vu) << 16;
         vf v;
         std::memcpy(&v, &u, sizeof v);
         return v;
+#endif
     }
-    static inline vh round(vf v) {
+    // round to nearest even; a NaN stays NaN (quieted, sign and top payload bits kept)
+#if defined(__AVX512F__)
+    typedef __m256i packed;
+    static inline packed pack(vf v) {
+        const vu u = vu(__m512i(v));
+        const vu rounded = (u + (0x7fffu + ((u >> 16) & 1u))) >> 16;
+        const vu quiet = (u >> 16) | 0x40u;
+        const __mmask16 nan = _mm512_cmp_ps_mask(__m512(v), __m512(v), _CMP_UNORD_Q);
+        return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, __m512i(rounded), __m512i(quiet)));
+    }
+    static inline void stream(T* p, vf v) { _mm256_stream_si256((__m256i*)p, pack(v)); }
+#elif defined(__AVX2__) && LOSSKIT_VBYTES == 32
+    typedef __m128i packed;
+    static inline packed pack(vf v) {
+        const vu u = vu(__m256i(v));
+        const vu rounded = (u + (0x7fffu + ((u >> 16) & 1u))) >> 16;
+        const vu quiet = (u >> 16) | 0x40u;
+        const __m256 nan = _mm256_cmp_ps(__m256(v), __m256(v), _CMP_UNORD_Q);
+        const __m256i bits = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(__m256i(rounded)),
+                                                                  _mm256_castsi256_ps(__m256i(quiet)), nan));
+        return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(bits, bits), 0x08));
+    }
+    static inline void stream(T* p, vf v) { _mm_stream_si128((__m128i*)p, pack(v)); }
+#else
+    typedef vh packed;
+    static inline packed pack(vf v) {
         vu u;
         std::memcpy(&u, &v, sizeof u);
         const vu rounded = (u + (0x7fffu + ((u >> 16) & 1u))) >> 16;
-        const vu quiet = (u >> 16) | 0x40u;  // NaN stays NaN
+        const vu quiet = (u >> 16) | 0x40u;
         const vu bits = (u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded;
         return __builtin_convertvector(bits, vh);
     }
+    static inline void stream(T* p, vf v) { store(p, v); }
+#endif
     static inline void store(T* p, vf v) {
-        const vh h = round(v);
+        const packed h = pack(v);
         std::memcpy(p, &h, sizeof h);
     }
 
@@ -152,6 +249,69 @@ struct BF16 {
     }
 };
 
+// One vector of gradient values: exp(x - m_b)·factor - k·w (the smoothing term, when smoothing). Every class goes
+// through this one expression, whole vectors and the few classes at a row's ends alike (through a padded vector),
+// so a class's result does not depend on where its row lies in memory.
+// The smoothing term is subtracted in one fused step, spelled out: left to the compiler, whether a multiply and a
+// subtraction are fused could differ between two copies of this code.
+inline vf grad_vals(vf e, vf fac, bool smooth, vf kw) {
+    if (!smooth) return e * fac;
+#if defined(__AVX512F__)
+    return vf(_mm512_fmsub_ps(__m512(e), __m512(fac), __m512(kw)));
+#elif defined(__FMA__) && LOSSKIT_VBYTES == 32
+    return vf(_mm256_fmsub_ps(__m256(e), __m256(fac), __m256(kw)));
+#elif defined(__FMA__) || defined(__aarch64__) || defined(__ARM_FEATURE_FMA)
+    vf out;
+    for (int i = 0; i < V; ++i) out[i] = std::fma(e[i], fac[i], -kw[i]);
+    return out;
+#else
+    return e * fac - kw;  // no fused multiply-add on this ISA: nothing to fuse
+#endif
+}
+
+// bf16 gradient stores with AVX-512 BF16 (vcvtneps2bf16: round to nearest even, NaN quieted as above, in one
+// instruction), chosen at run time where the CPU has it; the build's level (x86-64-v4) does not include it, so
+// only this function is compiled for it. The instruction flushes subnormal inputs to zero, so a vector holding
+// one is rounded by BF16::pack instead: the bits are the same either way.
+#if defined(__AVX512F__) && ((defined(__clang__) && __clang_major__ >= 11) || (!defined(__clang__) && __GNUC__ >= 10))
+#define LOSSKIT_HAVE_NE 1
+__attribute__((target("avx512bf16"))) void bf16_grad_vectors(uint16_t* g, const float* e, int64_t n, float fac,
+                                                            const float* w, float k, bool smooth, bool stream) {
+    const vf vfac = splat(fac), vk = splat(k);
+    for (int64_t i = 0; i + V <= n; i += V) {
+        const __m512 out = __m512(grad_vals(F32::load(e + i), vfac, smooth, w ? vk * F32::load(w + i) : vk));
+        __m256i h;
+        if (__builtin_expect(_mm512_fpclass_ps_mask(out, 0x20) != 0, 0)) {  // a subnormal
+            h = BF16::pack(vf(out));
+        } else {
+            const __m256bh b = _mm512_cvtneps_pbh(out);
+            std::memcpy(&h, &b, sizeof h);
+        }
+        if (stream)
+            _mm256_stream_si256(reinterpret_cast<__m256i*>(g + i), h);
+        else
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(g + i), h);
+    }
+}
+#else
+#define LOSSKIT_HAVE_NE 0
+#endif
+// 1 when the bf16 stores use vcvtneps2bf16 (the CPU has AVX-512 BF16; losskit_ce_bf16_ne(0) turns it off)
+std::atomic<int> use_ne{-1};
+inline bool bf16_ne() {
+    int u = use_ne.load(std::memory_order_relaxed);
+    if (u < 0) {
+#if LOSSKIT_HAVE_NE
+        __builtin_cpu_init();
+        u = __builtin_cpu_supports("avx512bf16") ? 1 : 0;
+#else
+        u = 0;
+#endif
+        use_ne.store(u, std::memory_order_relaxed);
+    }
+    return u == 1;
+}
+
 struct Options {
     const int64_t* y;         // target per row, -1 when ignored
     const float* w;           // class weights, or null for ones
@@ -162,17 +322,63 @@ struct Options {
     float* rows;              // out: per-row loss
 };
 
+// A row is done in blocks of B classes, each read from memory once and then kept in L1 while it is used: its
+// maximum, then its exponentials, kept in an fp32 scratch row (L2) for the gradient. The row's maximum is found
+// as the row goes (an "online" maximum): block b's exponentials are taken against m_b, the largest logit of
+// blocks 0..b, and when a block raises it the sums so far are rescaled by exp(m_old - m_new). The gradient pass
+// multiplies block b's stored exp(x - m_b) by exp(m_b - m)·coef/S, m the row's maximum, and writes the gradient
+// row once; every exponent stays ≤ 0. So memory sees one read of the logits and one write of the gradient: a
+// large gradient is written with non-temporal stores, which do not read its lines first (a plain copy into an
+// existing buffer reads them); its row then starts with the few classes before the first aligned vector.
+constexpr int64_t B = 1024;
+static_assert(B % (4 * V) == 0, "a block is whole groups of four vectors");
+// cache lines per two vectors of logits (at least one prefetch per loop turn)
+template <class T>
+constexpr int64_t PF_LINES = 2 * V * int64_t(sizeof(T)) / 64 > 1 ? 2 * V * int64_t(sizeof(T)) / 64 : 1;
+#if defined(__AVX__)
+constexpr bool CAN_STREAM = true;
+#else
+constexpr bool CAN_STREAM = false;
+#endif
+// gradients of at least this many bytes are written with non-temporal stores (losskit_ce_stream_bytes sets it)
+std::atomic<double> stream_bytes{double(8 << 20)};
+
+// the largest of x[i0, i1) (a NaN may or may not win, as in the old whole-row pass: it poisons the sum anyway)
+template <class IO>
+inline float block_max(const typename IO::T* xr, int64_t i0, int64_t i1) {
+    vf m0 = splat(-std::numeric_limits<float>::infinity()), m1 = m0, m2 = m0, m3 = m0;
+    int64_t i = i0;
+    for (; i + 4 * V <= i1; i += 4 * V) {
+        m0 = vmax(m0, IO::load(xr + i));
+        m1 = vmax(m1, IO::load(xr + i + V));
+        m2 = vmax(m2, IO::load(xr + i + 2 * V));
+        m3 = vmax(m3, IO::load(xr + i + 3 * V));
+    }
+    for (; i + V <= i1; i += V) m0 = vmax(m0, IO::load(xr + i));
+    float m = hmax(vmax(vmax(m0, m1), vmax(m2, m3)));
+    for (; i < i1; ++i) {
+        const float v = IO::get(xr + i);
+        m = v > m ? v : m;
+    }
+    return m;
+}
+
 // Rows [r0, r1) of x (row stride ldx) -> o.rows and, when g is not null, the gradient (row stride ldg; g may be
-// x itself). Returns 0, or 1 + the index of a row whose target is outside [0, C) (nothing written for it).
+// x itself). `stream`: write the gradient with non-temporal stores. Returns 0, or 1 + the index of a row whose
+// target is outside [0, C) (nothing written for it).
 template <class IO>
 int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int64_t ldg, int64_t r0, int64_t r1,
-                    int64_t c, const Options& o) {
+                    int64_t c, const Options& o, bool stream) {
     typedef typename IO::T T;
-    // pass 2 keeps exp(x - m) for pass 3, which only rescales it: in the fp32 gradient row itself, or for bf16 in
-    // an fp32 scratch row (rounding once, at the end)
-    constexpr bool in_grad = sizeof(T) == sizeof(float);
-    std::vector<float> scratch(in_grad || !g ? 0 : size_t(c));
-    const int64_t cv = c - c % V;
+    constexpr uintptr_t VB = sizeof(T) * V;
+    const bool smooth = o.eps > 0.0;
+    stream = stream && CAN_STREAM && g != nullptr && static_cast<const void*>(g) != static_cast<const void*>(x) &&
+             reinterpret_cast<uintptr_t>(g) % sizeof(T) == 0;
+    const bool ne = std::is_same_v<IO, BF16> && bf16_ne();
+    std::vector<float> scratch(g ? static_cast<size_t>(c) : 0);  // exp(x - m_b) of the row
+    const int64_t nb = (c + B - 1) / B;
+    std::vector<float> block_m(static_cast<size_t>(nb));  // m_b per block
+    float* e_row = scratch.data();
     const double eps_c = o.eps / double(c);
     for (int64_t r = r0; r < r1; ++r) {
         const T* xr = x + r * ldx;
@@ -184,95 +390,166 @@ int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int
             continue;
         }
         if (y >= c) return r + 1;
-        // pass 1: the row's maximum
-        vf m0 = splat(-std::numeric_limits<float>::infinity()), m1 = m0, m2 = m0, m3 = m0;
-        int64_t i = 0;
-        for (; i + 4 * V <= cv; i += 4 * V) {
-            m0 = vmax(m0, IO::load(xr + i));
-            m1 = vmax(m1, IO::load(xr + i + V));
-            m2 = vmax(m2, IO::load(xr + i + 2 * V));
-            m3 = vmax(m3, IO::load(xr + i + 3 * V));
-        }
-        for (; i < cv; i += V) m0 = vmax(m0, IO::load(xr + i));
-        float m = hmax(vmax(vmax(m0, m1), vmax(m2, m3)));
-        for (; i < c; ++i) {
-            const float v = IO::get(xr + i);
-            m = v > m ? v : m;
-        }
-        const float x_y = IO::get(xr + y);  // read now: with g == x, passes 2 and 3 overwrite the row
-        // pass 2: Σ exp(x - m), and Σ w·(x - m) when smoothing
-        const bool smooth = o.eps > 0.0;
-        const vf vm = splat(m);
-        vf s0 = splat(0.0f), s1 = s0, d0 = s0, d1 = s0;
-        double sum_tail = 0.0, dot_tail = 0.0;
-        float* e_row = in_grad ? reinterpret_cast<float*>(gr) : scratch.data();  // null without a gradient
-        i = 0;
-        for (; i + 2 * V <= cv; i += 2 * V) {
-            const vf a = IO::load(xr + i) - vm, b = IO::load(xr + i + V) - vm;
-            const vf ea = vexp(a), eb = vexp(b);
-            s0 += ea;
-            s1 += eb;
-            if (gr) {
-                F32::store(e_row + i, ea);
-                F32::store(e_row + i + V, eb);
+        const float x_y = IO::get(xr + y);
+        // one pass: per block its maximum, then Σ exp(x - m_b) (and Σ w·(x - m_b) when smoothing)
+        float m = -std::numeric_limits<float>::infinity();
+        vf s0 = splat(0.0f), s1 = s0, d0 = s0, d1 = s0, w0 = s0, w1 = s0;
+        // the scalar classes' sum; Σ w·(x - m) and Σ w of the classes flushed from the vector lanes so far
+        double sum_tail = 0.0, dot = 0.0, w_seen = 0.0;
+        for (int64_t b = 0; b < nb; ++b) {
+            const int64_t i0 = b * B, i1 = i0 + B < c ? i0 + B : c;
+            const float bm = block_max<IO>(xr, i0, i1);
+            if (bm > m) {  // the maximum rises (never to NaN): rescale what was summed against the old one
+                const float f = sexp(m - bm);  // 0 for the first block (m = -inf)
+                s0 *= f;
+                s1 *= f;
+                if (smooth && b > 0) {
+                    dot += hsum(d0 + d1);
+                    w_seen += o.w ? hsum(w0 + w1) : 0.0;
+                    d0 = d1 = w0 = w1 = splat(0.0f);
+                    dot += (double(m) - double(bm)) * (o.w ? w_seen : double(i0));
+                }
+                m = bm;
             }
-            if (smooth) {
-                if (o.w) {
-                    d0 += a * F32::load(o.w + i);
-                    d1 += b * F32::load(o.w + i + V);
-                } else {
-                    d0 += a;
-                    d1 += b;
+            // while no class so far is above -inf, a block's exponentials are taken against 0: they are 0 (or NaN,
+            // which poisons the row as it should) and stay so whatever the maximum becomes
+            const bool none = !(m > -std::numeric_limits<float>::infinity());
+            const float mb = none ? 0.0f : m;
+            block_m[size_t(b)] = none ? -std::numeric_limits<float>::infinity() : m;
+            const vf vm = splat(mb);
+            int64_t i = i0;
+            for (; i + 2 * V <= i1; i += 2 * V) {
+                // the next block, while this one is in L1 (the hardware prefetcher stops at each 4 KiB page)
+                for (int64_t l = 0; l < PF_LINES<T>; ++l)
+                    __builtin_prefetch(reinterpret_cast<const char*>(xr + i + B) + 64 * l, 0, 3);
+                const vf a = IO::load(xr + i) - vm, a1 = IO::load(xr + i + V) - vm;
+                const vf ea = vexp(a), ea1 = vexp(a1);
+                s0 += ea;
+                s1 += ea1;
+                if (gr) {
+                    F32::store(e_row + i, ea);
+                    F32::store(e_row + i + V, ea1);
+                }
+                if (smooth) {
+                    if (o.w) {
+                        const vf wa = F32::load(o.w + i), wa1 = F32::load(o.w + i + V);
+                        d0 += a * wa;
+                        d1 += a1 * wa1;
+                        w0 += wa;
+                        w1 += wa1;
+                    } else {
+                        d0 += a;
+                        d1 += a1;
+                    }
                 }
             }
-        }
-        for (; i < cv; i += V) {
-            const vf a = IO::load(xr + i) - vm;
-            const vf ea = vexp(a);
-            s0 += ea;
-            if (gr) F32::store(e_row + i, ea);
-            if (smooth) d0 += o.w ? a * F32::load(o.w + i) : a;
-        }
-        for (; i < c; ++i) {
-            const float a = IO::get(xr + i) - m;
-            const float ea = sexp(a);
-            sum_tail += ea;
-            if (gr) F32::put(e_row + i, ea);
-            if (smooth) dot_tail += o.w ? double(a) * ld(o.w + i) : double(a);
+            for (; i + V <= i1; i += V) {
+                const vf a = IO::load(xr + i) - vm;
+                const vf ea = vexp(a);
+                s0 += ea;
+                if (gr) F32::store(e_row + i, ea);
+                if (smooth) {
+                    if (o.w) {
+                        const vf wa = F32::load(o.w + i);
+                        d0 += a * wa;
+                        w0 += wa;
+                    } else {
+                        d0 += a;
+                    }
+                }
+            }
+            for (; i < i1; ++i) {  // the row's last c % V classes (only the last block has them)
+                const float a = IO::get(xr + i) - mb;
+                const float ea = sexp(a);
+                sum_tail += ea;
+                if (gr) e_row[i] = ea;
+                if (smooth) dot += o.w ? double(a) * ld(o.w + i) : double(a);
+            }
         }
         const double S = hsum(s0 + s1) + sum_tail;
         const double L = std::log(S), lse = double(m) + L;
         const double w_y = o.w ? double(ld(o.w + y)) : 1.0;
         double loss = (1.0 - o.eps) * w_y * (L - (double(x_y) - double(m)));
-        if (smooth) loss += eps_c * (L * o.w_sum - (hsum(d0 + d1) + dot_tail));
+        if (smooth) loss += eps_c * (L * o.w_sum - (hsum(d0 + d1) + dot));
         if (o.z > 0.0) loss += o.z * lse * lse;
         st(o.rows + r, float(loss));
         if (!gr) continue;
-        // pass 3: the gradient (the target's entry is set after it, from fp32 values)
-        const float e_y = F32::get(e_row + y);
+        // the gradient (the target's entry is set after it, from fp32 values)
         const double s_n = o.row_scale ? o.scale * double(ld(o.row_scale + r)) : o.scale;
         const double coef = ((1.0 - o.eps) * w_y + eps_c * o.w_sum + 2.0 * o.z * lse) * s_n;
         const float k = float(eps_c * s_n);
         const float hit = float(-(1.0 - o.eps) * w_y * s_n);
-        // p·coef = exp(x - m)·(coef / S)
+        // p·coef = exp(x - m_b)·exp(m_b - m)·(coef / S); the factor is found once per distinct m_b
         const float f = float(coef / S);
-        const vf vfac = splat(f), vk = splat(k);
-        auto one = [&](int64_t j) {
-            float out = F32::get(e_row + j) * f;
-            if (smooth) out -= o.w ? k * ld(o.w + j) : k;
-            IO::put(gr + j, out);
+        float last_m = m, last_f = f;
+        auto factor = [&](int64_t b) {
+            const float mb = block_m[size_t(b)];
+            if (mb != last_m) {
+                last_m = mb;
+                last_f = float(double(f) * std::exp(double(mb) - double(m)));
+            }
+            return last_f;
         };
-        for (i = 0; i + V <= c; i += V) {
-            const vf e = F32::load(e_row + i);
-            vf out = e * vfac;
-            if (smooth) out -= o.w ? vk * F32::load(o.w + i) : vk;
-            IO::store(gr + i, out);
+        const vf vk = splat(k);
+        // classes [j0, j0 + V) through one vector, each lane with its own block's factor; lanes past `j1` unused
+        auto lanes = [&](int64_t j0, int64_t j1, float* out) {
+            alignas(64) float e[V] = {}, fa[V] = {}, w[V] = {};
+            for (int64_t j = j0; j < j1; ++j) {
+                e[j - j0] = e_row[j];
+                fa[j - j0] = factor(j / B);
+                w[j - j0] = o.w ? ld(o.w + j) : 0.0f;
+            }
+            F32::store(out, grad_vals(F32::load(e), F32::load(fa), smooth, o.w ? vk * F32::load(w) : vk));
+        };
+        auto few = [&](int64_t j0, int64_t j1) {  // fewer than V classes
+            alignas(64) float out[V];
+            lanes(j0, j1, out);
+            for (int64_t j = j0; j < j1; ++j) IO::put(gr + j, out[j - j0]);
+        };
+        // the first classes up to an aligned vector (with non-temporal stores), then whole vectors in runs of one
+        // factor, a vector across a block boundary lane by lane, and the last c % V classes
+        int64_t i = stream ? int64_t((VB - reinterpret_cast<uintptr_t>(gr) % VB) % VB / sizeof(T)) : 0;
+        i = i < c ? i : c;
+        few(0, i);
+        while (i + V <= c) {
+            const int64_t b = i / B, bend = (b + 1) * B < c ? (b + 1) * B : c;
+            const float fb = factor(b);
+            const int64_t nv = (bend - i) / V * V;  // whole vectors inside block b
+            int64_t j = i;
+#if LOSSKIT_HAVE_NE
+            if (std::is_same_v<IO, BF16> && ne) {
+                bf16_grad_vectors(reinterpret_cast<uint16_t*>(gr) + i, e_row + i, nv, fb, o.w ? o.w + i : nullptr, k,
+                                  smooth, stream);
+                j = i + nv;
+            }
+#endif
+            const vf vfac = splat(fb);
+            for (; j < i + nv; j += V) {
+                const vf out = grad_vals(F32::load(e_row + j), vfac, smooth, o.w ? vk * F32::load(o.w + j) : vk);
+                if (stream)
+                    IO::stream(gr + j, out);
+                else
+                    IO::store(gr + j, out);
+            }
+            i = j;
+            if (i < bend && i + V <= c) {  // one vector across the boundary at bend
+                alignas(64) float out[V];
+                lanes(i, i + V, out);
+                if (stream)
+                    IO::stream(gr + i, F32::load(out));
+                else
+                    IO::store(gr + i, F32::load(out));
+                i += V;
+            }
         }
-        for (; i < c; ++i) one(i);
-        float g_y = e_y * f + hit;
+        few(i, c);
+        float g_y = e_row[y] * factor(y / B) + hit;
         if (smooth) g_y -= o.w ? k * ld(o.w + y) : k;
         IO::put(gr + y, g_y);
     }
+#if defined(__AVX__)
+    if (stream) _mm_sfence();  // the non-temporal stores are visible before the caller (another thread) reads
+#endif
     return 0;
 }
 
@@ -280,7 +557,25 @@ int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int
 
 extern "C" {
 
-int losskit_kernel_version() { return 3; }
+int losskit_kernel_version() { return 4; }
+
+// Whether bf16 gradients are rounded with AVX-512 BF16's vcvtneps2bf16 (1) or with integer operations (0), the
+// same bits either way; `set` 0 or 1 chooses (1 only where the CPU has it), -1 only asks. For the tests.
+int losskit_ce_bf16_ne(int set) {
+    if (set == 0) use_ne.store(0);
+    if (set == 1) {
+        use_ne.store(-1);
+        bf16_ne();
+    }
+    return bf16_ne() ? 1 : 0;
+}
+
+// Gradients of at least `bytes` are written with non-temporal stores (8 MiB unless set; a negative value only
+// asks). Returns the value in force. For the tests and benchmarks.
+double losskit_ce_stream_bytes(double bytes) {
+    if (bytes >= 0) stream_bytes.store(bytes);
+    return stream_bytes.load();
+}
 
 // Rows [0, n) split into `threads` contiguous ranges, one std::thread each (the caller's thread takes the
 // first). One call from Python: nothing outlives it, so an interrupted or forked caller never sees threads
@@ -290,6 +585,8 @@ int64_t losskit_ce_rows(int dtype, const void* x, int64_t ldx, void* g, int64_t 
                         const int64_t* y, const float* w, double w_sum, double eps, double z, double scale,
                         const float* row_scale, float* rows, int threads) {
     const Options o{y, w, w_sum, eps, z, scale, row_scale, rows};
+    // a gradient larger than the caches is written with non-temporal stores (see rows_kernel)
+    const bool stream = g != nullptr && double(n) * double(c) * (dtype == 0 ? 4 : 2) >= stream_bytes.load();
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     // A fresh gradient buffer is mapped but not yet touched: writing it costs a page fault (and a page cleared)
     // per 4 KiB, about as much time as the kernel itself. Ask for transparent huge pages (2 MiB) on the whole
@@ -306,9 +603,9 @@ int64_t losskit_ce_rows(int dtype, const void* x, int64_t ldx, void* g, int64_t 
         try {
             if (dtype == 0)
                 return rows_kernel<F32>(static_cast<const float*>(x), ldx, static_cast<float*>(g), ldg, r0, r1, c,
-                                        o);
+                                        o, stream);
             return rows_kernel<BF16>(static_cast<const uint16_t*>(x), ldx, static_cast<uint16_t*>(g), ldg, r0, r1,
-                                     c, o);
+                                     c, o, stream);
         } catch (...) {  // the bf16 scratch row could not be allocated; nothing may escape a thread
             return -1;
         }
@@ -370,10 +667,11 @@ int64_t losskit_ce_small(int dtype, const void* x, int64_t ldx, void* g, int64_t
         const Options o{y.data(), w, w_sum, eps, z, scale, nullptr, rows};
         int64_t bad;
         if (dtype == 0)
-            bad = rows_kernel<F32>(static_cast<const float*>(x), ldx, static_cast<float*>(g), ldg, 0, n, c, o);
+            bad = rows_kernel<F32>(static_cast<const float*>(x), ldx, static_cast<float*>(g), ldg, 0, n, c, o,
+                                       false);
         else
             bad = rows_kernel<BF16>(static_cast<const uint16_t*>(x), ldx, static_cast<uint16_t*>(g), ldg, 0, n, c,
-                                    o);
+                                    o, false);
         if (bad) return bad;
         double total = 0.0;
         for (int64_t r = 0; r < n; ++r) total += double(ld(rows + r));
