@@ -6,11 +6,12 @@ chunk is sized for the weight-gradient matmul (its K is the rows per chunk).
 
 The rows of ``input`` are walked in chunks. Per chunk: ``logits = h @ W.T (+ b)`` (one matmul), the
 cross-entropy engine's :class:`~losskit.engine.rows.RowPlan` turns them in place into the row losses
-and ``G = ∂loss/∂logits``, then ``∂h = G @ W`` and ``∂W += Gᵀ @ h`` (``∂b += Σ_rows G``). Only one
-chunk of logits exists at a time; for fp16/bf16 the weight gradient accumulates in fp32. Backward
-only scales the finished gradients by ``grad_output``; for ``reduction='none'`` it recomputes the
-chunks with each row's ``grad_output`` folded in (a per-row factor cannot be applied to ``∂W`` after
-the fact).
+and ``G = ∂loss/∂logits``, then ``∂h = G @ W`` (into its rows of one buffer) and ``∂W += Gᵀ @ h``
+(``addmm_`` into one buffer; ``∂b += Σ_rows G``). Only one chunk of logits exists at a time. fp16/bf16
+inputs are computed in fp32 throughout and every result is rounded once (issue 13). Backward only scales
+the finished gradients by ``grad_output`` (still in the accumulation dtype, then rounded); for
+``reduction='none'`` it recomputes the chunks with each row's ``grad_output`` folded in (a per-row factor
+cannot be applied to ``∂W`` after the fact).
 """
 
 from __future__ import annotations
@@ -29,14 +30,19 @@ from ..engine.rows import CrossEntropyOptions, RowPlan
 from ._base import WeightedLoss
 from .cross_entropy import cross_entropy, traced_cross_entropy
 
-# Default size of one chunk of logits: half of the weight gradient it accumulates into, kept within [8, 64] MiB,
-# and at least MIN_CHUNK_ROWS rows while that stays within half the weight gradient. The weight gradient
-# (V, H) must exist anyway; the weight-gradient matmul (K = rows per chunk) needs a K of a few hundred to run
-# near peak. On the CPU kernel the gradient overwrites the chunk's logits, so a chunk costs its own size at
-# the peak (the torch-op path, e.g. on CUDA, makes one log-softmax temporary of the same size).
-# Measured with the kernel, fp32, 10% of targets ignored (torch unfused in the same run):
-#   N=4096, H=1024, V=32000: 256 / 512 rows per chunk 3.41 / 2.89 s (torch 3.40 s);
-#   N=2048, H=512, V=256000: 32 / 128 / 256 rows 11.1 / 7.1 / 6.3 s (torch 11.3 s).
+# Default size of one chunk of logits: a quarter of the gradients it is made for (the weight gradient (V, H) and
+# the input gradient (N, H), in the accumulation dtype), kept within [8, 64] MiB, its rows rounded down to a
+# multiple of 64, and at least MIN_CHUNK_ROWS rows while those stay within a quarter of the gradients. The
+# gradients must exist anyway, and at the peak only one chunk is alive besides them (the CPU kernel overwrites
+# the chunk's logits with their gradient; the torch-op path, e.g. on CUDA, makes one log-softmax temporary of the
+# same size). The chunk's rows are the K of the weight-gradient matmul and the M of the other two: too few, and
+# ``W`` and ``∂W`` stream through memory once per chunk for little work.
+# Measured (issue 17) with the kernel, fp32, 10% of targets ignored, min of 3 rounds interleaved in one process:
+#   N=4096, H=1024, V=32000, rows 128 / 192 / 256 / 384 / 512: 5.34 / 5.01 / 4.81 / 4.67 / 4.65 s (load 0-5),
+#     peak extra memory 158 / 166 / 174 / - / 209 MiB (the gradients alone: 141 MiB);
+#   earlier, N=2048, H=512, V=256000: 32 / 128 / 256 rows 11.1 / 7.1 / 6.3 s (torch 11.3 s).
+GRAD_FRACTION = 4
+
 MIN_CHUNK_BYTES = 8 << 20
 
 MAX_CHUNK_BYTES = 64 << 20
@@ -51,17 +57,21 @@ def rows_per_chunk(n: int, v: int, h: int, chunk_size: int | None, memory_budget
     row_bytes = item * max(v, 1)
     if memory_budget is not None:
         return max(1, min(n, memory_budget // row_bytes))
-    half_weight_grad = v * h * item // 2
-    budget = min(MAX_CHUNK_BYTES, max(MIN_CHUNK_BYTES, half_weight_grad))
-    rows = max(budget // row_bytes, min(MIN_CHUNK_ROWS, half_weight_grad // row_bytes))
+    grads = (v + n) * h * item
+    budget = min(MAX_CHUNK_BYTES, max(MIN_CHUNK_BYTES, grads // GRAD_FRACTION))
+    rows = budget // row_bytes
+    rows = rows - rows % 64 if rows >= 64 else rows
+    rows = max(rows, min(MIN_CHUNK_ROWS, grads // GRAD_FRACTION // row_bytes))
     return max(1, min(n, rows))
 
 
-def _pass(h, w, b, target, weight, opts, needs, step, rows=None, row_scale=None, acc_logits=False):
+def _pass(h, w, b, target, weight, opts, needs, step, rows=None, row_scale=None):
     """One walk over the row chunks: the reduced loss and the gradients named in ``needs`` (h, W, b, target).
 
-    ``acc_logits`` (fp16/bf16 with torch's ``options``): the logits, the bias added to them and the gradient
-    products are fp32, as torch's chunked path keeps them (one fp32 copy of ``W`` per pass).
+    fp16/bf16 inputs are computed in fp32 from end to end: the logits (from one fp32 copy of ``W`` per pass, as
+    torch's chunked path does on the CPU), their gradient and the products with it. So every result is rounded to
+    the input's dtype once, at the end, by the caller, after ``grad_output`` is applied: the gradients come back
+    in the accumulation dtype.
 
     With ``rows`` (indices into ``h``), only those rows are computed, ``target`` being theirs; the others get
     a zero gradient. Each chunk of rows is gathered on the way, so no compacted copy of ``h`` is made.
@@ -70,77 +80,53 @@ def _pass(h, w, b, target, weight, opts, needs, step, rows=None, row_scale=None,
     acc = acc_dtype(h.dtype)
     want_grad = any(needs[:3])
     plan = RowPlan(target, weight, opts, n, v, acc, h.device, want_grad)
-    plan.exact = row_scale is not None and h.dtype != acc  # low precision: the fp32 path, one rounding
     if needs[3]:  # a probability target that requires grad
-        plan.target_grad = torch.empty(target.shape, dtype=target.dtype, device=target.device)
+        plan.target_grad = torch.empty(target.shape, dtype=acc, device=target.device)
     grad_h = None
     if needs[0]:
-        grad_h = torch.empty_like(h) if rows is None else torch.zeros_like(h)
+        grad_h = (torch.empty if rows is None else torch.zeros)(h.shape, dtype=acc, device=h.device)
     grad_w = torch.zeros(w.shape, dtype=acc, device=w.device) if needs[1] else None
     grad_b = torch.zeros(v, dtype=acc, device=w.device) if needs[2] else None
-    acc_logits = acc_logits and h.dtype != acc
-    wl = w.to(acc) if acc_logits else w  # the weight the logits and the input gradient are multiplied with
-    bl = None if b is None else b.to(wl.dtype)
+    wl = w.to(acc)  # the weight the logits and the input gradient are multiplied with (a copy for fp16/bf16)
+    bl = None if b is None else b.to(acc)
     for s in range(0, n, step):
         e = min(n, s + step)
-        hc = h[s:e] if rows is None else h.index_select(0, rows[s:e])
-        hl = hc.to(wl.dtype)
-        logits = torch.mm(hl, wl.t()) if bl is None else torch.addmm(bl, hl, wl.t())
+        hc = (h[s:e] if rows is None else h.index_select(0, rows[s:e])).to(acc)
+        logits = torch.mm(hc, wl.t()) if bl is None else torch.addmm(bl, hc, wl.t())
         # the chunk's gradient overwrites its logits
-        low = logits.dtype != acc
-        in_place = not low or plan.native(logits.dtype) or plan.kernel_ok(logits, logits)
-        g = plan.chunk(
-            logits,
-            s,
-            e,
-            want_grad,
-            out=logits if in_place else None,
-            row_scale=None if row_scale is None else row_scale[s:e],
-        )
+        rs = None if row_scale is None else row_scale[s:e]
+        g = plan.chunk(logits, s, e, want_grad, out=logits, row_scale=rs)
         if want_grad:
             if grad_h is not None:
-                if acc_logits:
-                    gh = torch.mm(g, wl).to(h.dtype)
-                    grad_h[s:e].copy_(gh) if rows is None else grad_h.index_copy_(0, rows[s:e], gh)
-                elif rows is None:
-                    torch.mm(g.to(w.dtype), w, out=grad_h[s:e])
+                if rows is None:
+                    torch.mm(g, wl, out=grad_h[s:e])
                 else:
-                    grad_h.index_copy_(0, rows[s:e], torch.mm(g.to(w.dtype), w))
+                    grad_h.index_copy_(0, rows[s:e], torch.mm(g, wl))
             if grad_w is not None:
-                grad_w.addmm_(g.t().to(acc), hl if acc_logits else hc.to(acc))
+                grad_w.addmm_(g.t(), hc)
             if grad_b is not None:
-                grad_b.add_(g.sum(0, dtype=acc))
+                grad_b.add_(g.sum(0))
         # freed before the next chunk's matmul allocates its logits: one chunk at a time at the peak
-        del logits, g, hc, hl
+        del logits, g, hc
     return plan.reduced(h.dtype), grad_h, grad_w, grad_b, plan.target_grad
-
-
-def _fold(h: torch.Tensor, grad_output: torch.Tensor) -> bool:
-    """Whether backward recomputes with ``grad_output`` as each row's scale: fp16/bf16 input (whose gradient
-    would otherwise be rounded, then scaled and rounded again) and a CPU ``grad_output`` that is not a power of
-    two (1, or a loss scaler's 2^k, scale exactly). The recompute costs the three matmuls again."""
-    if h.dtype not in (torch.float16, torch.bfloat16) or grad_output.device.type != "cpu":
-        return False
-    value = float(grad_output)
-    return value != 0.0 and math.isfinite(value) and math.frexp(value)[0] not in (0.5, -0.5)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, w, b, target, weight, opts: CrossEntropyOptions, step: int, rows=None, acc_logits=False):
+    def forward(ctx, h, w, b, target, weight, opts: CrossEntropyOptions, step: int, rows=None):
         needs = (
             ctx.needs_input_grad[0],
             ctx.needs_input_grad[1],
             b is not None and ctx.needs_input_grad[2],
             ctx.needs_input_grad[3] and target.is_floating_point(),
         )
-        ctx.opts, ctx.step, ctx.needs, ctx.acc_logits = opts, step, needs, acc_logits
+        ctx.opts, ctx.step, ctx.needs = opts, step, needs
         ctx.save_for_backward(h, w, b, target, weight, rows)
         if opts.reduction == "none" or not any(needs):
             ctx.grads = None  # 'none': per-row grad_output is only known in backward
-            loss, *_ = _pass(h, w, b, target, weight, opts, (False,) * 4, step, rows, acc_logits=acc_logits)
+            loss, *_ = _pass(h, w, b, target, weight, opts, (False,) * 4, step, rows)
             return loss
-        loss, *ctx.grads = _pass(h, w, b, target, weight, opts, needs, step, rows, acc_logits=acc_logits)
+        loss, *ctx.grads = _pass(h, w, b, target, weight, opts, needs, step, rows)
         return loss
 
     @staticmethod
@@ -150,31 +136,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grads, ctx.grads = ctx.grads, None
         if ctx.opts.reduction == "none":
             row_scale = grad_output.reshape(-1).to(acc_dtype(h.dtype))
-            _, *grads = _pass(h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step, rows, row_scale, ctx.acc_logits)
+            _, *grads = _pass(h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step, rows, row_scale)
         else:
             if grads is None:  # a second backward through this graph (retain_graph=True): recompute
-                _, *grads = _pass(h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step, rows, None, ctx.acc_logits)
-            if _fold(h, grad_output):  # fp16/bf16: grad_output folded in before the one rounding, not after
-                n = target.shape[0]
-                row_scale = grad_output.reshape(1).to(torch.float32).expand(n)
-                _, *grads = _pass(
-                    h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step, rows, row_scale, ctx.acc_logits
-                )
-            elif grad_output.device.type != "cpu" or float(grad_output) != 1.0:
+                _, *grads = _pass(h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step, rows)
+            if grad_output.device.type != "cpu" or float(grad_output) != 1.0:
+                # the gradients are still in the accumulation dtype: scaled there, rounded once below
                 for g in grads:
                     if g is not None:
                         g.mul_(grad_output.to(g.dtype))
-        grad_h, grad_w, grad_b, grad_t = grads
-        if grad_w is not None:
-            grad_w = grad_w.to(w.dtype)
-        if grad_b is not None:
-            grad_b = grad_b.to(b.dtype)
-        return grad_h, grad_w, grad_b, grad_t, None, None, None, None, None
+        # fp16/bf16: the one rounding of each gradient to its input's dtype
+        out = [None if g is None else g.to(x.dtype) for g, x in zip(grads, (h, w, b, target), strict=True)]
+        return (*out, None, None, None, None)
 
 
-def fused_linear_cross_entropy(
-    h, w, b, target, weight, opts: CrossEntropyOptions, step: int, acc_logits: bool = False
-) -> torch.Tensor:
+def fused_linear_cross_entropy(h, w, b, target, weight, opts: CrossEntropyOptions, step: int) -> torch.Tensor:
     """``h`` (rows, H), ``w`` (V, H), ``b`` (V,) or None, ``target`` (rows,) or (rows, V) probabilities.
 
     Rows whose target is ``ignore_index`` contribute nothing, so they are dropped before the matmuls
@@ -187,11 +163,18 @@ def fused_linear_cross_entropy(
         kept = target != opts.ignore_index
         if not bool(kept.all()):
             idx = kept.nonzero().squeeze(1)
-            loss = _LinearCrossEntropy.apply(h, w, b, target[idx], weight, opts, step, idx, acc_logits)
+            loss = _LinearCrossEntropy.apply(h, w, b, target[idx], weight, opts, step, idx)
             if opts.reduction != "none":
                 return loss
             return torch.zeros(target.shape[0], dtype=loss.dtype, device=loss.device).index_copy(0, idx, loss)
-    return _LinearCrossEntropy.apply(h, w, b, target, weight, opts, step, None, acc_logits)
+    return _LinearCrossEntropy.apply(h, w, b, target, weight, opts, step, None)
+
+
+def _upcast(dtype: torch.dtype):
+    """``t -> t.float()`` for the floating tensors of a call in fp16/bf16 (the identity otherwise)."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return lambda t: t
+    return lambda t: t.float() if t.is_floating_point() and t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 @lower_precision_under_autocast
@@ -220,8 +203,8 @@ def linear_cross_entropy(
 
         l_n = (1 - ε)·w_{y_n}·(-log softmax(x_n)_{y_n}) + ε/V·Σ_c w_c·(-log softmax(x_n)_c)
 
-    Peak extra memory is one chunk of logits plus the gradients themselves (the weight gradient in
-    fp32 for fp16/bf16 inputs), instead of the ``(N, V)`` logits and their gradient.
+    Peak extra memory is one chunk of logits plus the gradients themselves (in fp32 for fp16/bf16
+    inputs, with an fp32 copy of the weight), instead of the ``(N, V)`` logits and their gradient.
 
     Args:
         input: ``(H,)``, ``(N, H)`` or, beyond torch, any ``(*, H)`` such as ``(B, T, H)``.
@@ -230,8 +213,11 @@ def linear_cross_entropy(
         linear_bias: ``(V,)``. weight: ``(V,)`` class weights. reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
         options: torch's ``LinearCrossEntropyOptions``; only its ``batch_chunk_size`` is used (as ``chunk_size``).
         z_loss, softcap: keyword-only extras, as in :func:`cross_entropy`.
-        chunk_size: rows per chunk; memory_budget: bytes for one chunk of logits (default: half of
-            the weight gradient, within 8–64 MiB, and at least 128 rows when that fits in it).
+        chunk_size: rows per chunk; memory_budget: bytes for one chunk of logits (default: a quarter of
+            the input and weight gradients, within 8–64 MiB, rows rounded down to a multiple of 64, and at
+            least 128 rows while those are at most a quarter of the gradients). fp16/bf16 inputs are computed
+            in fp32 (an fp32 copy of the weight per pass, as torch's chunked path on the CPU) and each result
+            is rounded once.
 
     Returns:
         ``'none'``: the target's shape (``(*)``); otherwise a scalar. Same dtype as ``input``.
@@ -261,19 +247,22 @@ def linear_cross_entropy(
         probabilities = True
     _checks.no_ignore_index(fn, ignore_index, given=probabilities and ignore_index is not None)
     if out_features:  # torch's K-dimensional form: computed the plain way
-        logits = torch.matmul(input, linear_weight.reshape(-1, h_features).t()).reshape(-1, v, *out_features)
+        # fp16/bf16 in fp32 (the casts' backward rounds each gradient once), as the fused path does
+        up = _upcast(input.dtype)
+        logits = torch.matmul(up(input), up(linear_weight).reshape(-1, h_features).t()).reshape(-1, v, *out_features)
         if linear_bias is not None:
-            logits = logits + linear_bias
+            logits = logits + up(linear_bias)
+        dtype = torch.promote_types(input.dtype, target.dtype) if probabilities else input.dtype
         return cross_entropy(
             logits,
-            target,
-            weight,
+            up(target),
+            None if weight is None else up(weight),
             ignore_index=-100 if ignore_index is None else ignore_index,
             reduction=reduction,
             label_smoothing=label_smoothing,
             z_loss=z_loss,
             softcap=softcap,
-        )
+        ).to(dtype)
     lead = input.shape[:-1]
     ignore_index = _checks.integer(fn, "ignore_index", -100 if ignore_index is None else ignore_index)
     eps = _checks.label_smoothing(fn, label_smoothing)
@@ -307,9 +296,7 @@ def linear_cross_entropy(
         loss = traced_cross_entropy(logits, rows_t, weight, opts, fn)
         return loss.reshape(lead) if reduction == "none" else loss
     step = rows_per_chunk(h.shape[0], v, h_features, chunk_size, memory_budget, acc)
-    # torch's chunked path (taken when ``options`` is given and applies) keeps fp16/bf16 logits in fp32
-    acc_logits = options is not None and eps == 0.0 and target.dtype == torch.int64
-    loss = fused_linear_cross_entropy(h, linear_weight, linear_bias, rows_t, weight, opts, step, acc_logits)
+    loss = fused_linear_cross_entropy(h, linear_weight, linear_bias, rows_t, weight, opts, step)
     if probabilities and target.dtype != input.dtype:  # torch promotes, e.g. float32 input, float64 targets
         loss = loss.to(torch.promote_types(input.dtype, target.dtype))
     return loss.reshape(lead) if reduction == "none" else loss
