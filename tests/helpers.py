@@ -352,3 +352,22 @@ def lead_class_target(lead, v: int, g: torch.Generator, ignored: int | None) -> 
     if ignored is not None:
         y.view(-1)[1::3] = ignored
     return y
+
+
+def assert_same_across_thread_counts(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Cross entropy (smoothed, per row) and its gradient are bitwise the same with 1, 2 and 3 intra-op threads."""
+    import losskit.functional as LF
+
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            xx = x.clone().requires_grad_()
+            loss = LF.cross_entropy(xx, y, label_smoothing=0.1, reduction="none")
+            loss.sum().backward()
+            results.append((loss.detach(), xx.grad))
+    finally:
+        torch.set_num_threads(before)
+    for loss, grad in results[1:]:
+        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])

@@ -26,7 +26,14 @@ from hypothesis import strategies as st
 
 import losskit.engine.rows as engine
 import losskit.functional as LF
-from helpers import assert_close_to, assert_matches_torch, ce_problem, num_classes, oracle_cross_entropy
+from helpers import (
+    assert_close_to,
+    assert_matches_torch,
+    assert_same_across_thread_counts,
+    ce_problem,
+    num_classes,
+    oracle_cross_entropy,
+)
 from helpers import seeded as _gen
 from losskit.engine import native as _native
 from losskit.engine import small as _small
@@ -261,19 +268,7 @@ def test_thread_split_is_bitwise_identical(dtype):
     y = torch.randint(0, 1000, (300,), generator=_gen("threads-y"))
     y[::7] = -100
     assert x.numel() >= 3 * _native.ELEMENTS_PER_THREAD  # so that 3 threads really are 3
-    results = []
-    before = torch.get_num_threads()
-    try:
-        for threads in (1, 2, 3):
-            torch.set_num_threads(threads)
-            xx = x.clone().requires_grad_()
-            loss = LF.cross_entropy(xx, y, label_smoothing=0.1, reduction="none")
-            loss.sum().backward()
-            results.append((loss.detach(), xx.grad))
-    finally:
-        torch.set_num_threads(before)
-    for loss, grad in results[1:]:
-        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
+    assert_same_across_thread_counts(x, y)
 
 
 @needs_kernel

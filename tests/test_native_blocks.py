@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import losskit.functional as LF
-from helpers import assert_matches_torch, class_weights
+from helpers import assert_matches_torch, assert_same_across_thread_counts, class_weights
 from helpers import seeded as _gen
 from losskit.engine import native as _native
 
@@ -170,19 +170,7 @@ def test_thread_split_is_bitwise_identical_on_long_streamed_rows(streaming, dtyp
     x = (torch.randn(96, 2 * BLOCK + 5, generator=_gen("threads-long")) * 4).to(dtype)
     x[::5, -1] = 30.0
     y = torch.randint(0, x.shape[1], (96,), generator=_gen("threads-long-y"))
-    results = []
-    before = torch.get_num_threads()
-    try:
-        for threads in (1, 2, 3):
-            torch.set_num_threads(threads)
-            xx = x.clone().requires_grad_()
-            loss = LF.cross_entropy(xx, y, label_smoothing=0.1, reduction="none")
-            loss.sum().backward()
-            results.append((loss.detach(), xx.grad))
-    finally:
-        torch.set_num_threads(before)
-    for loss, grad in results[1:]:
-        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
+    assert_same_across_thread_counts(x, y)
 
 
 def _bf16_grads(x, y, w, rs, stream: bool, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
