@@ -126,7 +126,17 @@ def test_other_cases_stay_on_torch_ops(monkeypatch, kwargs):
 
 # ================================================================================ 2. option grid, both paths
 
-SHAPES = {"7x5": (7, 5), "33x37": (33, 37), "9x129": (9, 129), "5x1": (5, 1), "K_3x4x5x6": (3, 4, 5, 6), "C17": (17,)}
+# 32x10 and 4x16: rows of at most one vector (the kernel's tiny_rows; 16 classes is one AVX-512 vector)
+SHAPES = {
+    "7x5": (7, 5),
+    "32x10": (32, 10),
+    "4x16": (4, 16),
+    "33x37": (33, 37),
+    "9x129": (9, 129),
+    "5x1": (5, 1),
+    "K_3x4x5x6": (3, 4, 5, 6),
+    "C17": (17,),
+}
 OPTIONS = ("plain", "w", "ii", "ls", "w+ii+ls", "w+ls")
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -156,9 +166,10 @@ def test_torch_path_matches_torch(torch_path, reduction, options, shape, dtype):
 @pytest.mark.parametrize("options", OPTIONS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("z", [1e-4, 0.3])
-def test_z_loss_matches_float64_math(entry, kernel_calls, reduction, options, z):
+@pytest.mark.parametrize("c", [19, 10])
+def test_z_loss_matches_float64_math(entry, kernel_calls, reduction, options, z, c):
     """z-loss has no torch oracle: fp32 on the kernel against plain float64 math (torch's CE plus z·lse²)."""
-    inputs, kwargs = _problem((21, 19), options, _gen("z", reduction, options, z))
+    inputs, kwargs = _problem((21, c), options, _gen("z", reduction, options, z, c))
     kwargs.update(reduction=reduction, z_loss=z)
     x64 = inputs["input"].clone().requires_grad_()
     ref = oracle_cross_entropy(x64, inputs["target"], inputs["weight"], **kwargs)
@@ -239,11 +250,12 @@ NONFINITE = {
 @needs_kernel
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("case", list(NONFINITE))
-def test_nonfinite_logits_like_torch(entry, kernel_calls, reduction, case):
+@pytest.mark.parametrize("c", [37, 10, 16])
+def test_nonfinite_logits_like_torch(entry, kernel_calls, reduction, case, c):
     """NaN/±inf logits give NaN and inf exactly where torch's do, in the loss and in the gradient."""
-    x = torch.randn(7, 37, generator=_gen("nonfinite", case), dtype=torch.float64)
+    x = torch.randn(7, c, generator=_gen("nonfinite", case, c), dtype=torch.float64)
     NONFINITE[case](x)
-    y = torch.randint(0, 37, (7,), generator=_gen("nonfinite-y", case))
+    y = torch.randint(0, c, (7,), generator=_gen("nonfinite-y", case, c))
     y[3] = 0  # the masked row's target is not masked
     assert_matches_torch(
         LF.cross_entropy, F.cross_entropy, {"input": x, "target": y}, {"reduction": reduction}, dtype=torch.float32

@@ -51,7 +51,7 @@ class _KernelTargetError(IndexError):
 
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "cross_entropy.cpp"
-KERNEL_VERSION = 4  # what losskit_kernel_version() must return
+KERNEL_VERSION = 5  # what losskit_kernel_version() must return
 # Starting and joining a std::thread costs about 20 µs (measured on a 2-core AMD EPYC VM), the time the kernel
 # takes for about 50k elements: each thread gets at least ELEMENTS_PER_THREAD, and below PARALLEL_ELEMENTS the
 # caller's thread does the whole call.
@@ -87,7 +87,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     f.argtypes = [ctypes.c_int, ptr, i64, ptr, i64, i64, i64, ptr, ptr, dbl, dbl, dbl, dbl, ptr, ptr, ctypes.c_int]
     g = lib.losskit_ce_small  # engine/small.py: a whole small problem in one call
     g.restype = i64
-    g.argtypes = [ctypes.c_int, ptr, i64, ptr, i64, i64, i64, ptr, i64, ptr, dbl, dbl, ctypes.c_int, ptr]
+    g.argtypes = [ptr]  # a SmallCall struct (see small.py)
     h = lib.losskit_ce_bf16_ne  # see bf16_conversion()
     h.restype, h.argtypes = ctypes.c_int, [ctypes.c_int]
     s = lib.losskit_ce_stream_bytes  # see stream_bytes()

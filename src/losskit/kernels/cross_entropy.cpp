@@ -54,6 +54,41 @@ constexpr int V = LOSSKIT_VBYTES / 4;
 
 inline vf splat(float a) { return vf{} + a; }
 
+// lane l holds l
+inline vi lane_index() {
+    vi v = {};
+    for (int l = 0; l < V; ++l) v[l] = l;
+    return v;
+}
+
+// `n` (0 < n < V) values from `p` in the first lanes and `fill` in the others, read without touching memory past
+// p + n: a masked load where the ISA has one (a vector load right after scalar stores of the same bytes would
+// stall on store forwarding), else through a buffer.
+template <class IO>
+inline vf load_part(const typename IO::T* p, int64_t n, float fill) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    const __mmask16 m = __mmask16((1u << n) - 1u);
+    if constexpr (std::is_same_v<typename IO::T, float>) {
+        return vf(_mm512_mask_loadu_ps(_mm512_set1_ps(fill), m, p));
+    } else {
+        const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+        const __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        return vf(_mm512_mask_blend_ps(m, _mm512_set1_ps(fill), v));
+    }
+#else
+#if defined(__AVX2__) && LOSSKIT_VBYTES == 32
+    if constexpr (std::is_same_v<typename IO::T, float>) {
+        const vi m = lane_index() < int(n);
+        return vf(_mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, __m256i(m)), __m256(vf(m))));
+    }
+#endif
+    alignas(64) typename IO::T buf[V];
+    for (int64_t l = 0; l < V; ++l) buf[l] = l < n ? p[l] : typename IO::T{};
+    const vf v = IO::load(buf);
+    return lane_index() < int(n) ? v : splat(fill);
+#endif
+}
+
 // Scalar reads and writes through memcpy: the caller's buffers may have any alignment (a tensor made by
 // torch.frombuffer at an odd offset, say), and a plain `*p` on a misaligned pointer is undefined behaviour.
 template <class U>
@@ -363,6 +398,72 @@ inline float block_max(const typename IO::T* xr, int64_t i0, int64_t i1) {
     return m;
 }
 
+// Rows of at most V classes (a classifier's 10 or 16): each row in one vector, with no scratch row and no block
+// bookkeeping. The arithmetic is that of rows_kernel's loop on such a row (one block; one vector, padded when
+// c < V), operation for operation, so that both give the same bits; only the loop structure is shorter, which
+// lets the CPU overlap consecutive rows (a row is a chain of dependent steps: max, exp, sum, log, division).
+template <class IO>
+int64_t tiny_rows(const typename IO::T* x, int64_t ldx, typename IO::T* g, int64_t ldg, int64_t r0, int64_t r1,
+                  int64_t c, const Options& o) {
+    typedef typename IO::T T;
+    constexpr float ninf = -std::numeric_limits<float>::infinity();
+    const bool smooth = o.eps > 0.0, whole = c == V;
+    const double eps_c = o.eps / double(c);
+    const int cn = int(c);
+    const vi live = lane_index() < cn;
+    const vf wv = o.w ? (whole ? F32::load(o.w) : load_part<F32>(o.w, c, 0.0f)) : splat(0.0f);
+    for (int64_t r = r0; r < r1; ++r) {
+        const T* xr = x + r * ldx;
+        T* gr = g ? g + r * ldg : nullptr;
+        const int64_t y = ld(o.y + r);
+        if (y < 0) {
+            st(o.rows + r, 0.0f);
+            if (gr) std::memset(static_cast<void*>(gr), 0, sizeof(T) * c);
+            continue;
+        }
+        if (y >= c) return r + 1;
+        const vf xv = whole ? IO::load(xr) : load_part<IO>(xr, c, 0.0f);
+        float m = ninf;  // NaNs are passed over, as block_max does
+        for (int l = 0; l < cn; ++l) m = xv[l] > m ? xv[l] : m;
+        const float mb = m > ninf ? m : 0.0f;
+        const vf a = whole ? xv - splat(mb) : (live ? xv - splat(mb) : splat(0.0f));
+        const vf ea = whole ? vexp(a) : (live ? vexp(a) : splat(0.0f));
+        double S = 0.0, dot = 0.0;
+        for (int l = 0; l < cn; ++l) S += ea[l];  // the lanes past c hold 0
+        if (smooth) {
+            if (whole) {
+                dot = hsum(o.w ? a * wv : a);
+            } else {
+                for (int l = 0; l < cn; ++l) dot += o.w ? double(a[l]) * ld(o.w + l) : double(a[l]);
+            }
+        }
+        const double L = std::log(S), lse = double(m) + L;
+        const double w_y = o.w ? double(ld(o.w + y)) : 1.0;
+        const float x_y = IO::get(xr + y);
+        double loss = (1.0 - o.eps) * w_y * (L - (double(x_y) - double(m)));
+        if (smooth) loss += eps_c * (L * o.w_sum - dot);
+        if (o.z > 0.0) loss += o.z * lse * lse;
+        st(o.rows + r, float(loss));
+        if (!gr) continue;
+        const double s_n = o.row_scale ? o.scale * double(ld(o.row_scale + r)) : o.scale;
+        const double coef = ((1.0 - o.eps) * w_y + eps_c * o.w_sum + 2.0 * o.z * lse) * s_n;
+        const float k = float(eps_c * s_n);
+        const float hit = float(-(1.0 - o.eps) * w_y * s_n);
+        const float f = float(coef / S);
+        const vf vk = splat(k);
+        const vf out = grad_vals(ea, splat(f), smooth, o.w ? vk * wv : vk);
+        if (whole) {
+            IO::store(gr, out);
+        } else {
+            for (int l = 0; l < cn; ++l) IO::put(gr + l, out[l]);
+        }
+        float g_y = ea[y] * f + hit;
+        if (smooth) g_y -= o.w ? k * ld(o.w + y) : k;
+        IO::put(gr + y, g_y);
+    }
+    return 0;
+}
+
 // Rows [r0, r1) of x (row stride ldx) -> o.rows and, when g is not null, the gradient (row stride ldg; g may be
 // x itself). `stream`: write the gradient with non-temporal stores. Returns 0, or 1 + the index of a row whose
 // target is outside [0, C) (nothing written for it).
@@ -370,12 +471,14 @@ template <class IO>
 int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int64_t ldg, int64_t r0, int64_t r1,
                     int64_t c, const Options& o, bool stream) {
     typedef typename IO::T T;
+    if (c > 0 && c <= V) return tiny_rows<IO>(x, ldx, g, ldg, r0, r1, c, o);
     constexpr uintptr_t VB = sizeof(T) * V;
     const bool smooth = o.eps > 0.0;
     stream = stream && CAN_STREAM && g != nullptr && static_cast<const void*>(g) != static_cast<const void*>(x) &&
              reinterpret_cast<uintptr_t>(g) % sizeof(T) == 0;
     const bool ne = std::is_same_v<IO, BF16> && bf16_ne();
-    std::vector<float> scratch(g ? static_cast<size_t>(c) : 0);  // exp(x - m_b) of the row
+    // exp(x - m_b) of the row; one vector longer, so that the row's last c % V classes go through a whole one
+    std::vector<float> scratch(g ? static_cast<size_t>(c + V) : 0);
     const int64_t nb = (c + B - 1) / B;
     std::vector<float> block_m(static_cast<size_t>(nb));  // m_b per block
     float* e_row = scratch.data();
@@ -395,7 +498,7 @@ int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int
         float m = -std::numeric_limits<float>::infinity();
         vf s0 = splat(0.0f), s1 = s0, d0 = s0, d1 = s0, w0 = s0, w1 = s0;
         // the scalar classes' sum; Σ w·(x - m) and Σ w of the classes flushed from the vector lanes so far
-        double sum_tail = 0.0, dot = 0.0, w_seen = 0.0;
+        double dot = 0.0, w_seen = 0.0;
         for (int64_t b = 0; b < nb; ++b) {
             const int64_t i0 = b * B, i1 = i0 + B < c ? i0 + B : c;
             const float bm = block_max<IO>(xr, i0, i1);
@@ -458,15 +561,21 @@ int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int
                     }
                 }
             }
-            for (; i < i1; ++i) {  // the row's last c % V classes (only the last block has them)
-                const float a = IO::get(xr + i) - mb;
-                const float ea = sexp(a);
-                sum_tail += ea;
-                if (gr) e_row[i] = ea;
-                if (smooth) dot += o.w ? double(a) * ld(o.w + i) : double(a);
+            if (i < i1) {  // the row's last c % V classes (only the last block has them): one vector, padded
+                // with the maximum and its lanes then zeroed (a class count below V costs one vector, not c scalar
+                // exps; padding with -inf instead would make exp underflow, which costs a microcode assist a lane)
+                const vf ea0 = vexp(load_part<IO>(xr + i, i1 - i, mb) - vm);
+                const vf ea = lane_index() < int(i1 - i) ? ea0 : splat(0.0f);
+                s0 += ea;
+                if (gr) F32::store(e_row + i, ea);
+                if (smooth)
+                    for (; i < i1; ++i) {
+                        const double a = double(IO::get(xr + i) - mb);
+                        dot += o.w ? a * ld(o.w + i) : a;
+                    }
             }
         }
-        const double S = hsum(s0 + s1) + sum_tail;
+        const double S = hsum(s0 + s1);
         const double L = std::log(S), lse = double(m) + L;
         const double w_y = o.w ? double(ld(o.w + y)) : 1.0;
         double loss = (1.0 - o.eps) * w_y * (L - (double(x_y) - double(m)));
@@ -502,8 +611,14 @@ int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int
             F32::store(out, grad_vals(F32::load(e), F32::load(fa), smooth, o.w ? vk * F32::load(w) : vk));
         };
         auto few = [&](int64_t j0, int64_t j1) {  // fewer than V classes
+            if (j1 <= j0) return;
             alignas(64) float out[V];
-            lanes(j0, j1, out);
+            if (j0 / B == (j1 - 1) / B) {  // one block's factor (e_row holds a whole vector from j0, see scratch)
+                const vf kw = o.w ? vk * load_part<F32>(o.w + j0, j1 - j0, 0.0f) : vk;
+                F32::store(out, grad_vals(F32::load(e_row + j0), splat(factor(j0 / B)), smooth, kw));
+            } else {
+                lanes(j0, j1, out);
+            }
             for (int64_t j = j0; j < j1; ++j) IO::put(gr + j, out[j - j0]);
         };
         // the first classes up to an aligned vector (with non-temporal stores), then whole vectors in runs of one
@@ -557,7 +672,7 @@ int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int
 
 extern "C" {
 
-int losskit_kernel_version() { return 4; }
+int losskit_kernel_version() { return 5; }
 
 // Whether bf16 gradients are rounded with AVX-512 BF16's vcvtneps2bf16 (1) or with integer operations (0), the
 // same bits either way; `set` 0 or 1 chooses (1 only where the CPU has it), -1 only asks. For the tests.
@@ -635,22 +750,40 @@ int64_t losskit_ce_rows(int dtype, const void* x, int64_t ldx, void* g, int64_t 
 extern "C" {
 
 // The whole of a small class-index cross entropy in one call, on the caller's thread (no thread start: at
-// these sizes it would cost more than the work): the targets are checked (ignore_index skipped), the
-// reduction's denominator Σ w_y over the kept rows is found, the rows and, when g is not null, the gradient of
-// the reduced loss are written, and the reduced loss is returned through *loss (reduction: 0 'none', 1 'mean',
-// 2 'sum'; 'mean' over no kept weight is 0/0 = nan, as torch). `rows` (n + 1 floats) receives the row losses
-// and, at rows[n], the reduced loss. Returns 0, 1 + the first row whose target is outside [0, C), or -1 when
-// memory could not be had.
-int64_t losskit_ce_small(int dtype, const void* x, int64_t ldx, void* g, int64_t ldg, int64_t n, int64_t c,
-                         const int64_t* y_in, int64_t ignore_index, const float* w, double eps, double z,
-                         int reduction, float* rows) {
+// these sizes it would cost more than the work). Its arguments come in one struct, which the caller fills in
+// place (a ctypes call converts each separate argument, ~0.15 µs apiece, as much as the kernel's own work on a
+// few rows). The targets are checked (ignore_index skipped), the reduction's denominator Σ w_y over the kept
+// rows is found, the row losses are written to `rows` (n floats; may be null unless reduction is 'none'), the
+// gradient of the reduced loss to `g` when it is not null, and the reduced loss to `*loss` (reduction: 0 'none',
+// 1 'mean', 2 'sum'; 'mean' over no kept weight is 0/0 = nan, as torch). Returns 0, 1 + the first row whose
+// target is outside [0, C), or -1 when memory could not be had.
+struct SmallCall {
+    int64_t dtype;  // 0 fp32, 1 bf16 (x and g)
+    const void* x;
+    int64_t ldx;
+    void* g;
+    int64_t ldg;
+    int64_t n, c;
+    const int64_t* y;
+    int64_t ignore_index;
+    const float* w;  // fp32 class weights or null
+    double eps, z;
+    int64_t reduction;
+    float* rows;
+    float* loss;
+};
+
+int64_t losskit_ce_small(const SmallCall* a) {
     try {
+        const int64_t n = a->n, c = a->c;
         std::vector<int64_t> y(size_t(n > 0 ? n : 0));
+        std::vector<float> own_rows(a->rows ? 0 : size_t(n));
+        float* rows = a->rows ? a->rows : own_rows.data();
+        const float* w = a->w;
         double denom = 0.0;
         for (int64_t r = 0; r < n; ++r) {
-            int64_t t;
-            std::memcpy(&t, y_in + r, sizeof(t));
-            if (t == ignore_index) {
+            const int64_t t = ld(a->y + r);
+            if (t == a->ignore_index) {
                 y[size_t(r)] = -1;
                 continue;
             }
@@ -663,19 +796,21 @@ int64_t losskit_ce_small(int dtype, const void* x, int64_t ldx, void* g, int64_t
             w_sum = 0.0;
             for (int64_t j = 0; j < c; ++j) w_sum += double(ld(w + j));
         }
-        const double scale = reduction == 1 ? 1.0 / denom : 1.0;
-        const Options o{y.data(), w, w_sum, eps, z, scale, nullptr, rows};
+        const double scale = a->reduction == 1 ? 1.0 / denom : 1.0;
+        const Options o{y.data(), w, w_sum, a->eps, a->z, scale, nullptr, rows};
         int64_t bad;
-        if (dtype == 0)
-            bad = rows_kernel<F32>(static_cast<const float*>(x), ldx, static_cast<float*>(g), ldg, 0, n, c, o,
-                                       false);
+        if (a->dtype == 0)
+            bad = rows_kernel<F32>(static_cast<const float*>(a->x), a->ldx, static_cast<float*>(a->g), a->ldg, 0, n,
+                                   c, o, false);
         else
-            bad = rows_kernel<BF16>(static_cast<const uint16_t*>(x), ldx, static_cast<uint16_t*>(g), ldg, 0, n, c,
-                                    o, false);
+            bad = rows_kernel<BF16>(static_cast<const uint16_t*>(a->x), a->ldx, static_cast<uint16_t*>(a->g), a->ldg,
+                                    0, n, c, o, false);
         if (bad) return bad;
-        double total = 0.0;
-        for (int64_t r = 0; r < n; ++r) total += double(ld(rows + r));
-        st(rows + n, float(reduction == 1 ? total / denom : total));
+        if (a->loss) {
+            double total = 0.0;
+            for (int64_t r = 0; r < n; ++r) total += double(ld(rows + r));
+            st(a->loss, float(a->reduction == 1 ? total / denom : total));
+        }
         return 0;
     } catch (...) {
         return -1;

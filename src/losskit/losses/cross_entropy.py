@@ -14,7 +14,6 @@ from ..engine.autograd import acc_dtype
 from ._base import WeightedLoss
 
 
-@fp32_under_autocast
 def cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -76,6 +75,48 @@ def cross_entropy(
         >>> F.cross_entropy(x, torch.tensor([2]), weight=torch.tensor([1.0, 1.0, 3.0]), label_smoothing=0.1)
         tensor(0.4546)
     """
+    if (
+        weight is None
+        and softcap is None
+        and not inplace
+        and size_average is None
+        and reduce is None
+        and type(input) is Tensor
+        and type(target) is Tensor
+    ):  # the common eager call in a few attribute reads (a classifier's batch costs ~40 µs in torch)
+        loss = small.plain(input, target, ignore_index, reduction, label_smoothing, z_loss)
+        if loss is not None:
+            return loss
+    return _cross_entropy(
+        input,
+        target,
+        weight,
+        size_average,
+        ignore_index,
+        reduce,
+        reduction,
+        label_smoothing,
+        inplace=inplace,
+        z_loss=z_loss,
+        softcap=softcap,
+    )
+
+
+@fp32_under_autocast
+def _cross_entropy(
+    input,
+    target,
+    weight,
+    size_average,
+    ignore_index,
+    reduce,
+    reduction,
+    label_smoothing,
+    *,
+    inplace,
+    z_loss,
+    softcap,
+):
     fn = "cross_entropy"
     _checks.tensor(fn, "input", input)
     _checks.tensor(fn, "target", target)
