@@ -15,10 +15,10 @@ def first_order_only(backward):
 
     @functools.wraps(backward)
     def wrapper(ctx, *grad_outputs):
+        if not torch.is_grad_enabled():  # a plain backward (the engine enables grad only for create_graph=True)
+            return backward(ctx, *grad_outputs)
         with torch.no_grad():
             grads = backward(ctx, *grad_outputs)
-        if not torch.is_grad_enabled():
-            return grads
         message = (
             f"losskit: {type(ctx).__name__.removesuffix('Backward').lstrip('_')} computes its gradient in the "
             "forward pass and does not support higher-order gradients (create_graph=True); "

@@ -18,6 +18,7 @@ import torch
 
 from .. import _reduction
 from .._tracing import tracing
+from . import native_pointwise
 
 CHUNK_ELEMENTS = 1 << 17
 # Below this many elements the plain reference (a few torch ops that autograd differentiates in C++) costs less
@@ -37,6 +38,9 @@ class Pointwise:
     # (x, t, params) -> the chunk's summed loss as a 0-dim tensor, without writing the element-wise loss (e.g.
     # dot products); used for unweighted 'mean'/'sum' in fp32/fp64
     reduced: Callable | None = None
+    # params -> (kind, parameter) of losskit's element-wise CPU kernel (kernels/pointwise.cpp), or None where
+    # the kernel does not compute this case (see :mod:`.native_pointwise`)
+    native: Callable | None = None
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -104,17 +108,11 @@ class _PointwiseFn(torch.autograd.Function):
     def backward(ctx, grad_output):
         x, t, w = ctx.saved_tensors
         spec, params = ctx.spec, ctx.params
+        if torch.is_grad_enabled():
+            grad = differentiable_grad(spec, params, x, t, w, ctx.reduction, ctx.mean_over_weights, grad_output)
+            return grad, None, None, None, None, None, None
         if spec.scale is not None:
             grad_output = grad_output * spec.scale(params)
-        if torch.is_grad_enabled():
-            # create_graph=True: the same formula, unchunked and out of place, so autograd can differentiate it
-            grad = spec.grad(x, t, params, None)
-            if w is not None:
-                grad = grad * w
-            if ctx.reduction == "mean":
-                denom = w.sum() if (ctx.mean_over_weights and w is not None) else max(x.numel(), 1)
-                grad_output = grad_output / denom
-            return grad * grad_output, None, None, None, None, None, None
         w_op, _ = _row_operand(w, x)
         grad = torch.empty_like(x, memory_format=torch.contiguous_format)
         x2, t2, g2 = _rows(x), _rows(t), _rows(grad)
@@ -136,6 +134,20 @@ class _PointwiseFn(torch.autograd.Function):
                 gc.mul_(wc)
             gc.mul_(go2[s:e] if scalar is None else scalar)
         return grad, None, None, None, None, None, None
+
+
+def differentiable_grad(spec: Pointwise, params, x, t, w, reduction: str, mean_over_weights: bool, grad_output):
+    """∂loss/∂x · grad_output for backward under create_graph=True: the spec's formula, unchunked and out of
+    place, so that autograd can differentiate it again."""
+    if spec.scale is not None:
+        grad_output = grad_output * spec.scale(params)
+    grad = spec.grad(x, t, params, None)
+    if w is not None:
+        grad = grad * w
+    if reduction == "mean":
+        denom = w.sum() if (mean_over_weights and w is not None) else max(x.numel(), 1)
+        grad_output = grad_output / denom
+    return grad * grad_output
 
 
 def is_row_vector(t: torch.Tensor | None, x: torch.Tensor) -> bool:
@@ -178,6 +190,12 @@ def route(spec, reference, input, target, weight, reduction, params=None, *, mea
     """Route an element-wise loss: the chunked engine when it covers the call exactly, else the plain
     PyTorch ``reference()`` (element-wise loss) differentiated by autograd and reduced here."""
     # a constant factor that overflows the dtype (smooth L1's 1/β for a subnormal β) cannot be folded in
+    code = spec.native(params) if (spec.native is not None and weight is None and not extras) else None
+    if code is not None and reduction in ("none", "mean", "sum") and native_pointwise.eligible(input, target):
+        try:
+            return native_pointwise.loss(spec, params, input, target, reduction, code)
+        except native_pointwise._BadProbability:
+            pass  # binary cross entropy validates its input before it routes; let its reference raise
     foldable = spec.scale is None or spec.scale(params) <= torch.finfo(input.dtype).max
     if foldable and fast_path_ok(input, target, weight, *extras):
         return pointwise(spec, input, target, weight, params, reduction, mean_over_weights)

@@ -98,7 +98,9 @@ def _run(x, target, weight, opts, want_grad: bool):
     n, c = x.shape
     y = target if target.is_contiguous() else target.contiguous()
     w = None if weight is None else weight.float().contiguous()
-    grad = torch.empty((n, c), dtype=x.dtype) if want_grad else None
+    grad = None
+    if want_grad:  # rows of c elements (empty_like keeps a dense layout's strides, so only for contiguous x)
+        grad = torch.empty_like(x) if x.is_contiguous() else torch.empty((n, c), dtype=x.dtype)
     reduced = opts.reduction != "none"
     out = torch.empty((), dtype=torch.float32) if reduced else torch.empty(n, dtype=torch.float32)
     call, address = _struct()
@@ -153,6 +155,7 @@ def cross_entropy(x, target, weight, opts) -> torch.Tensor:
     return SmallCrossEntropy.apply(x, target, weight, opts)
 
 
+_F32, _I64 = torch.float32, torch.int64
 _OPTIONS: dict[tuple, CrossEntropyOptions] = {}  # the options of plain() calls seen so far, by their arguments
 
 
@@ -182,16 +185,16 @@ def plain(input: torch.Tensor, target: torch.Tensor, ignore_index, reduction, la
     size_average/reduce are unset. Everything the general path validates either holds by these tests or is
     checked by the kernel (the targets' range: a bad target raises the same LossIndexError)."""
     if not (
-        input.dtype is torch.float32
-        and target.dtype is torch.int64
+        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)  # first: dynamo folds it
+        and input.dtype is _F32
+        and target.dtype is _I64
         and input.is_cpu
         and input.dim() == 2
         and target.dim() == 1
         and 0 < input.numel() <= MAX_ELEMENTS
         and input.shape[0] == target.shape[0]
-        and input.stride(1) == 1
+        and input.is_contiguous()
         and not input.is_neg()
-        and not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
     ):
         return None
     opts = _plain_options(reduction, ignore_index, label_smoothing, z_loss)

@@ -8,7 +8,7 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
 from .._tracing import tracing
-from ..engine import ops, pointwise
+from ..engine import native_pointwise, ops, pointwise
 from ..engine.autocast import fp32_under_autocast
 from ..engine.pointwise import Pointwise
 from ._base import WeightedLoss
@@ -80,10 +80,18 @@ def _bce_grad(p, t, _, out):
 
 # The same losses for the chunked engine: (loss, ∂loss/∂x) with torch's gradient formulas; a float16/bfloat16
 # chunk is computed in float32.
-BCE = Pointwise("binary_cross_entropy", _bce_loss, _bce_grad)
+BCE = Pointwise("binary_cross_entropy", _bce_loss, _bce_grad, native=lambda _: (native_pointwise.BCE, 0.0))
 
 
-@fp32_under_autocast
+def _fast(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    """The common eager call on losskit's element-wise kernel, or None (see native_pointwise.plain); an input
+    outside [0, 1] gives None, and the general path raises torch's error."""
+    if weight is None and size_average is None and reduce is None:
+        return native_pointwise.plain(BCE, input, target, reduction)
+    return None
+
+
+@fp32_under_autocast(fast=_fast)
 def binary_cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
-from ..engine import pointwise
+from ..engine import native_pointwise, pointwise
 from ..engine.autocast import fp32_under_autocast
 from ..engine.pointwise import Pointwise
 from ._base import Loss
@@ -39,10 +39,18 @@ BCE_WITH_LOGITS = Pointwise(
     "binary_cross_entropy_with_logits",
     lambda x, t, pos_weight: bce_with_logits_elementwise(x, t, None, pos_weight),
     _bce_logits_grad,
+    native=lambda pos_weight: (native_pointwise.BCE_LOGITS, 0.0) if pos_weight is None else None,
 )
 
 
-@fp32_under_autocast
+def _fast(input, target, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None):
+    """The common eager call on losskit's element-wise kernel, or None (see native_pointwise.plain)."""
+    if weight is None and pos_weight is None and size_average is None and reduce is None:
+        return native_pointwise.plain(BCE_WITH_LOGITS, input, target, reduction)
+    return None
+
+
+@fp32_under_autocast(fast=_fast)
 def binary_cross_entropy_with_logits(
     input: torch.Tensor,
     target: torch.Tensor,

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, pair_problem
-from ..engine import pointwise
+from ..engine import native_pointwise, pointwise
 from ..engine.autocast import fp32_under_autocast
 from ..engine.pointwise import Pointwise
 from ._base import Loss
@@ -49,6 +49,7 @@ HUBER = Pointwise(
     huber,
     lambda x, t, delta, out: torch.sub(x, t, out=out).clamp_(-delta, delta),
     reduced=huber_sum,
+    native=lambda delta: (native_pointwise.HUBER, float(delta)) if _valid(delta, False) else None,
 )
 
 # smooth L1 = Huber(δ=β) / β, the 1/β applied once to the reduced sum and to grad_output; β = 0 is L1
@@ -58,10 +59,37 @@ SMOOTH_L1 = Pointwise(
     lambda x, t, beta, out: _smooth_l1_grad(x, t, beta, out) if beta == 0 else HUBER.grad(x, t, beta, out),
     lambda beta: 1.0 if beta == 0 else 1.0 / beta,
     reduced=lambda x, t, beta: torch.sub(x, t).abs_().sum() if beta == 0 else huber_sum(x, t, beta),
+    native=lambda beta: _smooth_l1_code(beta),
 )
 
 
-@fp32_under_autocast
+def _smooth_l1_code(beta):
+    """The kernel's smooth L1 (β = 0: its L1), or None for a β the checks must see."""
+    if not _valid(beta, True):
+        return None
+    return (native_pointwise.L1, 0.0) if beta == 0 else (native_pointwise.SMOOTH_L1, float(beta))
+
+
+def _valid(p, zero_allowed: bool) -> bool:
+    """A finite float/int parameter > 0 (or ≥ 0); anything else goes to the checks that raise the clear error."""
+    return type(p) in (float, int) and (p >= 0.0 if zero_allowed else p > 0.0) and p < float("inf")
+
+
+def _fast_smooth_l1(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    """The common eager call on losskit's element-wise kernel, or None (see native_pointwise.plain)."""
+    if size_average is None and reduce is None:
+        return native_pointwise.plain(SMOOTH_L1, input, target, reduction, beta)
+    return None
+
+
+def _fast_huber(input, target, reduction="mean", delta=1.0, weight=None):
+    """The common eager call on losskit's element-wise kernel, or None (see native_pointwise.plain)."""
+    if weight is None:
+        return native_pointwise.plain(HUBER, input, target, reduction, delta)
+    return None
+
+
+@fp32_under_autocast(fast=_fast_smooth_l1)
 def smooth_l1_loss(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -89,7 +117,7 @@ def smooth_l1_loss(
     return pointwise.route(SMOOTH_L1, lambda: smooth_l1(input, target, beta), input, target, None, reduction, beta)
 
 
-@fp32_under_autocast
+@fp32_under_autocast(fast=_fast_huber)
 def huber_loss(
     input: torch.Tensor,
     target: torch.Tensor,

@@ -8,7 +8,7 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
 from .._tracing import warn
-from ..engine import pointwise
+from ..engine import native_pointwise, pointwise
 from ..engine.autocast import fp32_under_autocast
 from ..engine.pointwise import Pointwise
 from ._base import Loss
@@ -26,10 +26,27 @@ def _kl_grad(x, t, log_target, out):
     return torch.exp(t, out=out).neg_() if log_target else torch.neg(t, out=out)
 
 
-KL_DIV = Pointwise("kl_div", kl_elementwise, _kl_grad)
+KL_DIV = Pointwise(
+    "kl_div",
+    kl_elementwise,
+    _kl_grad,
+    native=lambda log_target: (native_pointwise.KL_LOG if log_target else native_pointwise.KL, 0.0),
+)
 
 
-@fp32_under_autocast
+def _fast(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
+    """The common eager call on losskit's element-wise kernel, or None (see native_pointwise.plain); 'mean'
+    (which warns) and the legacy arguments take the general path."""
+    if size_average is not None or reduce is not None or type(log_target) is not bool or reduction == "mean":
+        return None
+    if reduction == "batchmean":
+        if type(input) is not torch.Tensor or input.dim() == 0:
+            return None
+        return native_pointwise.plain(KL_DIV, input, target, "sum", log_target, divisor=input.shape[0])
+    return native_pointwise.plain(KL_DIV, input, target, reduction, log_target)
+
+
+@fp32_under_autocast(fast=_fast)
 def kl_div(
     input: torch.Tensor,
     target: torch.Tensor,

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, pair_problem
-from ..engine import pointwise
+from ..engine import native_pointwise, pointwise
 from ..engine.autocast import fp32_under_autocast
 from ..engine.pointwise import Pointwise
 from ._base import Loss
@@ -19,11 +19,21 @@ def absolute_error(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 ABSOLUTE = Pointwise(
-    "l1_loss", lambda x, t, _: absolute_error(x, t), lambda x, t, _, out: torch.sub(x, t, out=out).sign_()
+    "l1_loss",
+    lambda x, t, _: absolute_error(x, t),
+    lambda x, t, _, out: torch.sub(x, t, out=out).sign_(),
+    native=lambda _: (native_pointwise.L1, 0.0),
 )
 
 
-@fp32_under_autocast
+def _fast(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """The common eager call on losskit's element-wise kernel, or None (see native_pointwise.plain)."""
+    if weight is None and size_average is None and reduce is None:
+        return native_pointwise.plain(ABSOLUTE, input, target, reduction)
+    return None
+
+
+@fp32_under_autocast(fast=_fast)
 def l1_loss(
     input: torch.Tensor,
     target: torch.Tensor,

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, pair_problem, randn
-from ..engine import pointwise
+from ..engine import native_pointwise, pointwise
 from ..engine.autocast import fp32_under_autocast
 from ..engine.pointwise import Pointwise
 from ._base import Loss
@@ -38,10 +38,19 @@ def _soft_margin_grad(x, y, _, out):
     return torch.mul(y, x, out=out).neg_().sigmoid_().mul_(y).neg_()
 
 
-SOFT_MARGIN = Pointwise("soft_margin_loss", _soft_margin_loss, _soft_margin_grad)
+SOFT_MARGIN = Pointwise(
+    "soft_margin_loss", _soft_margin_loss, _soft_margin_grad, native=lambda _: (native_pointwise.SOFT_MARGIN, 0.0)
+)
 
 
-@fp32_under_autocast
+def _fast(input, target, size_average=None, reduce=None, reduction="mean"):
+    """The common eager call on losskit's element-wise kernel, or None (see native_pointwise.plain)."""
+    if size_average is None and reduce is None:
+        return native_pointwise.plain(SOFT_MARGIN, input, target, reduction)
+    return None
+
+
+@fp32_under_autocast(fast=_fast)
 def soft_margin_loss(
     input: torch.Tensor,
     target: torch.Tensor,

@@ -1,0 +1,252 @@
+"""losskit's element-wise CPU kernel (``kernels/pointwise.cpp``): loss and gradient in one pass, one call.
+
+For the element-wise losses (mse, l1, smooth L1, Huber, soft margin, BCE, BCE with logits, KL divergence) of
+fp32/fp64 CPU tensors of one shape: one ctypes call reads ``x`` and ``t`` once, sums the loss in double and
+writes the gradient of the reduced loss, which backward hands to autograd (scaled by ``grad_output`` when
+that is not 1). torch computes the loss in forward and reads both inputs again in backward, each step behind
+Python and an autograd node: at a classifier's batch (32×10) the fixed costs are the whole call, at 256×1000
+the extra pass over memory is.
+
+The library is built on first use like the cross-entropy kernel (same compiler, flags, private cache and
+``$LOSSKIT_NATIVE``; see :mod:`.native_build`) and independently of it: either may be missing while the other
+works. Without it :func:`library` returns None and the losses take their torch-op path.
+
+:func:`plain` is the whole eager call for the common case; its checks are a few attribute reads, and every
+case it does not take returns None for the loss's general path (which validates and raises the clear errors).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+from .._tracing import _functorch_active, _is_compiling, _jit_tracing
+from . import native_build
+
+SOURCE = Path(__file__).parent.parent / "kernels" / "pointwise.cpp"
+VERSION = 1  # what its losskit_kernel_version() returns
+
+MSE, L1, HUBER, SMOOTH_L1, SOFT_MARGIN, BCE_LOGITS, BCE, KL, KL_LOG = range(9)
+NAMES = ("mse", "l1", "huber", "smooth_l1", "soft_margin", "bce_with_logits", "bce", "kl_div", "kl_div_log_target")
+
+PARALLEL_ELEMENTS = 1 << 17  # from here the kernel splits the elements over torch's thread count
+_DTYPES = {torch.float32: 0, torch.float64: 1}
+_REDUCTIONS = ("none", "mean", "sum")
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_status = "not loaded yet"
+_state = "new"  # "new" -> "building" -> "done"
+
+
+class _Call(ctypes.Structure):
+    """The kernel's ``PointCall``, field for field."""
+
+    _fields_ = [
+        ("kind", ctypes.c_int64),
+        ("dtype", ctypes.c_int64),
+        ("x", ctypes.c_void_p),
+        ("t", ctypes.c_void_p),
+        ("g", ctypes.c_void_p),
+        ("out", ctypes.c_void_p),
+        ("loss", ctypes.c_void_p),
+        ("n", ctypes.c_int64),
+        ("p", ctypes.c_double),
+        ("gscale", ctypes.c_double),
+        ("ldiv", ctypes.c_double),
+        ("threads", ctypes.c_int64),
+    ]
+
+
+_local = threading.local()  # one struct per thread: the kernel reads it while the GIL is released
+
+
+def _struct() -> tuple[_Call, int]:
+    try:
+        return _local.call
+    except AttributeError:
+        call = _Call()
+        _local.call = (call, ctypes.addressof(call))
+        return _local.call
+
+
+def _after_fork_in_child() -> None:
+    global _lock, _state, _status
+    _lock = threading.Lock()
+    if _state == "building":
+        _state, _status = "new", "not loaded yet"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    if not native_build._truthy("LOSSKIT_NATIVE", "1"):
+        return None, "disabled by LOSSKIT_NATIVE=0"
+    if os.name != "posix" or native_build.fcntl is None:
+        return None, "the kernel is built on POSIX systems only; using torch ops"
+    cxx = native_build._compiler()
+    if cxx is None:
+        return None, "no C++ compiler found (set CXX); using torch ops"
+    sanitize = native_build.sanitizers()
+    if sanitize and "address" in sanitize and "asan" not in os.environ.get("LD_PRELOAD", ""):
+        return None, "LOSSKIT_SANITIZE asks for AddressSanitizer, which needs LD_PRELOAD of libasan; using torch ops"
+    try:
+        lib, path = native_build.build_and_load(SOURCE, VERSION, cxx, sanitize)
+        lib.losskit_pointwise.restype = ctypes.c_int64
+        lib.losskit_pointwise.argtypes = [ctypes.c_void_p]
+    except Exception as exc:  # noqa: BLE001 - any failure means: use torch ops, and say why
+        return None, f"build failed, using torch ops: {type(exc).__name__}: {exc}"
+    return lib, f"loaded {path}" + (f" (sanitizers: {sanitize})" if sanitize else "")
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded library, built on first use; None when unavailable (:func:`status` says why). Only one thread
+    builds; another thread's call meanwhile returns None (torch ops for that call)."""
+    global _lib, _status, _state
+    if _state == "done":
+        return _lib
+    lock = _lock
+    if not lock.acquire(blocking=False):
+        return None
+    try:
+        if _state != "done":
+            _state, _status = "building", "being built"
+            try:
+                _lib, _status = _load()
+                if _lib is None and "LOSSKIT_NATIVE=0" not in _status:
+                    warnings.warn(
+                        f"losskit: the element-wise CPU kernel is not available ({_status}). Results are the same, "
+                        "computed with torch ops. Set LOSSKIT_NATIVE=0 to use torch ops without this warning.",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit: remembered, not retried
+                _lib, _status = None, f"build interrupted ({type(exc).__name__}); using torch ops in this process"
+                raise
+            finally:
+                _state = "done"
+    finally:
+        lock.release()
+    return _lib
+
+
+def status() -> str:
+    library()
+    return _status
+
+
+class _BadProbability(ValueError):
+    """An input of binary cross entropy outside [0, 1] (the caller raises torch's error)."""
+
+
+def run(kind: int, p: float, x, t, reduction: str, want_grad: bool, divisor=None, gscale: float | None = None):
+    """(loss, gradient of the reduced loss or None) of contiguous same-shape fp32/fp64 CPU ``x`` and ``t``;
+    'mean' divides the sum by the element count, 'sum' by ``divisor`` when given (kl_div's 'batchmean'); the
+    gradient is ∂l/∂x times ``gscale`` (default: 1 over that divisor)."""
+    n = x.numel()
+    grad = torch.empty_like(x) if want_grad else None
+    reduced = reduction != "none"
+    out = torch.empty((), dtype=x.dtype) if reduced else torch.empty_like(x)
+    call, address = _struct()
+    call.kind = kind
+    call.dtype = _DTYPES[x.dtype]
+    call.x = x.data_ptr()
+    call.t = t.data_ptr()
+    call.g = None if grad is None else grad.data_ptr()
+    call.out = None if reduced else out.data_ptr()
+    call.loss = out.data_ptr() if reduced else None
+    call.n = n
+    call.p = p
+    div = float(n) if reduction == "mean" else (1.0 if divisor is None else float(divisor))
+    call.gscale = 1.0 / div if gscale is None else gscale
+    call.ldiv = div
+    call.threads = torch.get_num_threads() if n >= PARALLEL_ELEMENTS else 1
+    bad = library().losskit_pointwise(address)  # type: ignore[union-attr]
+    if bad:
+        raise _BadProbability(bad - 1)
+    return out, grad
+
+
+class NativePointwise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, t, spec, params, code, reduction, divisor):
+        loss, ctx.grad = run(code[0], code[1], x, t, reduction, True, divisor)
+        ctx.spec, ctx.params, ctx.code, ctx.reduction, ctx.divisor = spec, params, code, reduction, divisor
+        ctx.save_for_backward(x, t)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        if torch.is_grad_enabled():  # create_graph=True: the loss's differentiable formula
+            from .pointwise import differentiable_grad
+
+            x, t = ctx.saved_tensors
+            if ctx.divisor is not None:
+                grad_output = grad_output / ctx.divisor
+            grad = differentiable_grad(ctx.spec, ctx.params, x, t, None, ctx.reduction, False, grad_output)
+            return grad, None, None, None, None, None, None
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:  # a second backward through this graph (retain_graph=True): compute it again
+            x, t = ctx.saved_tensors
+            _, grad = run(ctx.code[0], ctx.code[1], x, t, ctx.reduction, True, ctx.divisor)
+        if ctx.reduction == "none":
+            grad.mul_(grad_output)
+        elif float(grad_output) != 1.0:
+            x, t = ctx.saved_tensors
+            div = x.numel() if ctx.reduction == "mean" else ctx.divisor
+            if div is None:  # 'sum': ∂l/∂x · grad_output, as torch
+                grad.mul_(grad_output)
+            else:  # ∂l/∂x · (grad_output / divisor), the order torch's mean takes (a pass like mul_ would be)
+                _, grad = run(
+                    ctx.code[0], ctx.code[1], x, t, ctx.reduction, True, ctx.divisor, float(grad_output / div)
+                )
+        return grad, None, None, None, None, None, None
+
+
+def eligible(x: torch.Tensor, t: torch.Tensor) -> bool:
+    """Same-shape, same-dtype (fp32/fp64), contiguous plain CPU tensors, the target needing no gradient, not
+    traced, not empty, and the library available."""
+    return (
+        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)  # first: dynamo folds it
+        and type(x) is torch.Tensor
+        and type(t) is torch.Tensor
+        and (x.dtype is torch.float32 or x.dtype is torch.float64)
+        and t.dtype is x.dtype
+        and x.is_cpu
+        and t.is_cpu
+        and x.is_contiguous()
+        and t.is_contiguous()
+        and not x.is_neg()
+        and not t.is_neg()
+        and not t.requires_grad
+        and x.shape == t.shape
+        and x.numel() > 0
+        and library() is not None
+    )
+
+
+def loss(spec, params, x: torch.Tensor, t: torch.Tensor, reduction: str, code, divisor=None) -> torch.Tensor:
+    """The loss through the kernel (see :func:`eligible`); ``code`` is ``spec.native(params)``."""
+    if x.requires_grad and torch.is_grad_enabled():
+        return NativePointwise.apply(x, t, spec, params, code, reduction, divisor)
+    return run(code[0], code[1], x, t, reduction, False, divisor)[0]
+
+
+def plain(spec, x, t, reduction, params=None, divisor=None):
+    """The whole eager call of the common case (see the module docstring), or None."""
+    if reduction not in _REDUCTIONS or not eligible(x, t):
+        return None
+    code = spec.native(params)
+    if code is None:
+        return None
+    try:
+        return loss(spec, params, x, t, reduction, code, divisor)
+    except _BadProbability:
+        return None  # binary cross entropy's general path raises torch's error

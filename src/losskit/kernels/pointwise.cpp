@@ -1,0 +1,422 @@
+// losskit's element-wise loss kernel: the loss l(x, t) and its gradient ∂l/∂x in one pass over the elements.
+//
+// torch computes an element-wise loss in its forward (reading x and t) and its gradient in backward (reading
+// them again, writing the gradient), each behind a Python wrapper and an autograd node. Here one call reads
+// each element once, sums the loss in double and writes the gradient of the reduced loss; the caller's backward
+// only scales it by grad_output (not at all when that is 1). Built by losskit.engine.native_pointwise with the
+// same flags and cache rules as the cross-entropy kernel; plain C ABI, no dependency beyond the C++ runtime.
+//
+// Elements go through vectors of one machine register (GCC vector extensions; the last few through one
+// vector padded with harmless values), so an element's result does not depend on where it lies. float uses
+// polynomial exp and log (≤ 2 ulp, tested against float64 in the test suite); double uses the C library's,
+// element by element (float64 is the oracles' dtype, not a speed target).
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <vector>
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int VBYTES = 64;
+#elif defined(__AVX__)
+constexpr int VBYTES = 32;
+#else
+constexpr int VBYTES = 16;
+#endif
+
+template <class T>
+struct Vec;
+
+template <>
+struct Vec<float> {
+    typedef float V __attribute__((vector_size(VBYTES)));
+    typedef int32_t I __attribute__((vector_size(VBYTES)));
+};
+
+template <>
+struct Vec<double> {
+    typedef double V __attribute__((vector_size(VBYTES)));
+    typedef int64_t I __attribute__((vector_size(VBYTES)));
+};
+
+enum Kind : int64_t {
+    MSE = 0,
+    L1 = 1,
+    HUBER = 2,         // p = delta
+    SMOOTH_L1 = 3,     // p = beta > 0 (beta = 0 is L1)
+    SOFT_MARGIN = 4,
+    BCE_LOGITS = 5,
+    BCE = 6,           // an input or target outside [0, 1] (or NaN) is reported; the caller raises
+    KL = 7,            // target as probabilities
+    KL_LOG = 8,        // target as log-probabilities
+};
+
+// Scalar reads and writes through memcpy: a tensor may start at any byte (torch.frombuffer at an odd offset),
+// and a plain `*p` on a misaligned pointer is undefined behaviour.
+template <class T>
+inline T ld(const T* p) {
+    T v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+template <class T>
+inline void st(T* p, T v) {
+    std::memcpy(p, &v, sizeof v);
+}
+
+template <class T>
+struct M {
+    typedef typename Vec<T>::V V;
+    typedef typename Vec<T>::I I;
+    static constexpr int W = VBYTES / int(sizeof(T));
+
+    static V splat(T a) { return V{} + a; }
+    static V load(const T* p) {
+        V v;
+        std::memcpy(&v, p, sizeof v);
+        return v;
+    }
+    static void store(T* p, V v) { std::memcpy(p, &v, sizeof v); }
+    static V abs(V a) {  // the sign bit cleared (|-0| = +0, NaN stays NaN)
+        I bits;
+        std::memcpy(&bits, &a, sizeof a);
+        bits &= I{} + std::numeric_limits<typename std::remove_reference<decltype(bits[0])>::type>::max();
+        std::memcpy(&a, &bits, sizeof a);
+        return a;
+    }
+    static I lane_index() {
+        I v = {};
+        for (int l = 0; l < W; ++l) v[l] = l;
+        return v;
+    }
+    static V sign(V a) { return a > 0 ? splat(1) : (a < 0 ? splat(-1) : splat(0)); }  // NaN -> 0, as torch.sign
+    static V max0(V a) { return a > 0 ? a : splat(0); }                                 // NaN -> 0
+};
+
+// ---------------------------------------------------------------- transcendental functions
+
+typedef M<float>::V vf;
+typedef M<float>::I vi;
+
+constexpr float LOG2E = 1.44269504088896341f, LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
+
+// exp(x): x = n·ln2 + r, |r| ≤ ln2/2, e^r by a degree-6 polynomial, times 2^n. 0 below -87.34, inf above 88.72.
+inline vf exp_f(vf x) {
+    const vf lo = M<float>::splat(-87.3365479f), hi = M<float>::splat(88.7228394f);
+    const vf xc = x < lo ? lo : (x > hi ? hi : x);  // NaN stays NaN
+    const vf fn = __builtin_convertvector(__builtin_convertvector(xc * LOG2E + (xc < 0 ? -0.5f : 0.5f), vi), vf);
+    vf r = xc - fn * LN2_HI;
+    r = r - fn * LN2_LO;
+    vf p = r * 1.3814611593261361e-3f + 8.368710055947304e-3f;
+    p = r * p + 4.166838899254799e-2f;
+    p = r * p + 1.666652113199234e-1f;
+    p = r * p + 4.999999403953552e-1f;
+    p = r * p + 1.0f;
+    p = r * p + 1.0f;
+    // 2^n in two factors, so that n = 128 (x near the top) does not overflow the exponent field
+    const vi n = __builtin_convertvector(fn, vi);
+    const vi n1 = n >> 1, n2 = n - n1;
+    const vi b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+    vf s1, s2;
+    std::memcpy(&s1, &b1, sizeof s1);
+    std::memcpy(&s2, &b2, sizeof s2);
+    const vf out = p * s1 * s2;
+    const vf inf = M<float>::splat(std::numeric_limits<float>::infinity());
+    return x < lo ? M<float>::splat(0.0f) : (x > hi ? inf : out);
+}
+
+// log(x) (Cephes' logf): x = m·2^e with m in [√½, √2), log(1 + f), f = m - 1, by a polynomial, plus e·ln2 in
+// two parts. Subnormals are scaled first; 0 -> -inf, x < 0 or NaN -> NaN, inf -> inf.
+inline vf log_f(vf x) {
+    const vi tiny = x < 1.17549435e-38f;
+    const vf xs = tiny ? x * 8388608.0f : x;  // 2^23
+    vi bits;
+    std::memcpy(&bits, &xs, sizeof bits);
+    vi e = ((bits >> 23) & 0xff) - 126 - (tiny & 23);
+    const vi mbits = (bits & 0x007fffff) | 0x3f000000;
+    vf m;
+    std::memcpy(&m, &mbits, sizeof m);  // [0.5, 1)
+    const vi low = m < 0.707106781186547524f;
+    e = e + low;  // low is -1 where true
+    const vf f = low ? m + m - 1.0f : m - 1.0f;
+    const vf z = f * f;
+    vf y = f * 7.0376836292e-2f - 1.1514610310e-1f;
+    y = y * f + 1.1676998740e-1f;
+    y = y * f - 1.2420140846e-1f;
+    y = y * f + 1.4249322787e-1f;
+    y = y * f - 1.6668057665e-1f;
+    y = y * f + 2.0000714765e-1f;
+    y = y * f - 2.4999993993e-1f;
+    y = y * f + 3.3333331174e-1f;
+    y = y * f * z;
+    const vf ef = __builtin_convertvector(e, vf);
+    y = y + ef * LN2_LO;
+    y = y - 0.5f * z;
+    vf r = f + y;
+    r = r + ef * LN2_HI;
+    const vf inf = M<float>::splat(std::numeric_limits<float>::infinity());
+    const vf nan = M<float>::splat(std::numeric_limits<float>::quiet_NaN());
+    r = x == 0.0f ? -inf : r;
+    r = x == inf ? inf : r;
+    return (x < 0.0f || x != x) ? nan : r;
+}
+
+typedef M<double>::V vd;
+
+template <class F>
+inline vd lanes(vd x, F f) {
+    for (int l = 0; l < M<double>::W; ++l) x[l] = f(x[l]);
+    return x;
+}
+
+inline vf vexp(vf x) { return exp_f(x); }
+inline vd vexp(vd x) { return lanes(x, [](double a) { return std::exp(a); }); }
+inline vf vlog(vf x) { return log_f(x); }
+inline vd vlog(vd x) { return lanes(x, [](double a) { return std::log(a); }); }
+
+// log(1 + u), accurate for small u too: log(w)·u/(w - 1) with w = 1 + u rounded (u where w rounds to 1)
+template <class V>
+inline V log1p_of(V u) {
+    const V w = u + 1;
+    return w == 1 ? u : vlog(w) * (u / (w - 1));
+}
+
+// e^-|z| and from it log(1 + e^z) without overflow, max(z, 0) + log1p(e^-|z|), and the logistic σ(z)
+template <class T>
+inline void softplus_sigmoid(typename M<T>::V z, typename M<T>::V& sp, typename M<T>::V& sig) {
+    typedef M<T> m;
+    const typename m::V e = vexp(-m::abs(z));
+    sp = m::max0(z) + log1p_of(e);  // NaN in: e is NaN, and so is sp
+    const typename m::V inv = 1 / (1 + e);
+    sig = z >= 0 ? inv : e * inv;
+}
+
+// ---------------------------------------------------------------- one vector of elements
+
+template <class T>
+struct Out {
+    typename M<T>::V l, g;
+};
+
+template <class T>
+inline Out<T> element(Kind kind, typename M<T>::V x, typename M<T>::V t, T p) {
+    typedef M<T> m;
+    typedef typename m::V V;
+    Out<T> o;
+    switch (kind) {
+        case MSE: {
+            const V d = x - t;
+            o.l = d * d;
+            o.g = d * 2;
+            break;
+        }
+        case L1: {
+            const V d = x - t;
+            o.l = m::abs(d);
+            o.g = m::sign(d);
+            break;
+        }
+        case HUBER: {
+            const V d = x - t, a = m::abs(d);
+            o.l = a < p ? (d * d) * T(0.5) : (a - T(0.5) * p) * p;
+            o.g = d < -p ? m::splat(-p) : (d > p ? m::splat(p) : d);
+            break;
+        }
+        case SMOOTH_L1: {
+            const V d = x - t, a = m::abs(d);
+            o.l = a < p ? (d * d) * T(0.5) / p : a - T(0.5) * p;
+            o.g = d <= -p ? m::splat(-1) : (d >= p ? m::splat(1) : d / p);
+            break;
+        }
+        case SOFT_MARGIN: {  // log(1 + e^(-t·x)), ∂/∂x = -t·σ(-t·x)
+            V sp, sig;
+            softplus_sigmoid<T>(-(t * x), sp, sig);
+            o.l = sp;
+            o.g = -(t * sig);
+            break;
+        }
+        case BCE_LOGITS: {  // (1 - t)·x + log(1 + e^-x), as torch: max(-x, 0) + log1p(e^-|x|); ∂/∂x = σ(x) - t
+            V sp, sig;
+            softplus_sigmoid<T>(-x, sp, sig);  // sig = σ(-x) = 1 - σ(x)
+            // added in torch's order, (1 - t)·x + max(-x, 0) first: for x << 0 those two cancel exactly
+            const V e = vexp(-m::abs(x));
+            o.l = ((1 - t) * x + m::max0(-x)) + log1p_of(e);
+            o.g = (1 - sig) - t;
+            break;
+        }
+        case BCE: {  // -(t·max(log p, -100) + (1 - t)·max(log(1 - p), -100)); ∂/∂p = (p - t) / max(p(1 - p), 1e-12f)
+            const V floor = m::splat(-100);
+            V lp = vlog(x), lq = log1p_of(-x);
+            lp = lp < floor ? floor : lp;
+            lq = lq < floor ? floor : lq;
+            o.l = -(t * lp + (1 - t) * lq);
+            const V den = x * (1 - x);
+            const T eps = T(1e-12f);  // torch's kernel clamps at the float 1e-12, for double inputs too
+            o.g = (x - t) / (den < eps ? m::splat(eps) : den);
+            break;
+        }
+        case KL: {  // xlogy(t, t) - t·x, ∂/∂x = -t
+            const V tl = t * vlog(t);
+            o.l = (t == 0 ? m::splat(0) : tl) - t * x;
+            o.g = -t;
+            break;
+        }
+        case KL_LOG: {  // e^t·(t - x), ∂/∂x = -e^t
+            const V et = vexp(t);
+            o.l = et * (t - x);
+            o.g = -et;
+            break;
+        }
+    }
+    return o;
+}
+
+// ---------------------------------------------------------------- the loop
+
+template <class T>
+struct Range {
+    double total = 0.0;
+    int64_t bad = 0;  // 1 + the first BCE element whose input or target is outside [0, 1]
+};
+
+// The losses of one vector added to double accumulators (float: its two halves converted)
+inline void accumulate(vd& a0, vd&, vd l) { a0 += l; }
+inline void accumulate(vd& a0, vd& a1, vf l) {
+    typedef float half __attribute__((vector_size(VBYTES / 2)));
+    half lo, hi;
+    std::memcpy(&lo, &l, sizeof lo);
+    std::memcpy(&hi, reinterpret_cast<const char*>(&l) + sizeof lo, sizeof hi);
+    a0 += __builtin_convertvector(lo, vd);
+    a1 += __builtin_convertvector(hi, vd);
+}
+
+template <class T>
+Range<T> run_range(Kind kind, const T* x, const T* t, T* g, T* out, int64_t i0, int64_t i1, T p, T gscale) {
+    typedef M<T> m;
+    typedef typename m::V V;
+    constexpr int W = m::W;
+    Range<T> r;
+    vd a0 = {}, a1 = {};
+    const typename m::I lane = m::lane_index();
+    for (int64_t i = i0; i < i1; i += W) {
+        const int count = i + W <= i1 ? W : int(i1 - i);
+        V xv, tv;
+        if (count == W) {
+            xv = m::load(x + i);
+            tv = m::load(t + i);
+        } else {  // padded with a value that is valid for every kind (x = t = 0.5)
+            xv = m::splat(T(0.5));
+            tv = m::splat(T(0.5));
+            for (int k = 0; k < count; ++k) {
+                xv[k] = ld(x + i + k);
+                tv[k] = ld(t + i + k);
+            }
+        }
+        if (kind == BCE) {
+            for (int k = 0; k < count; ++k)
+                if (!(xv[k] >= 0 && xv[k] <= 1) || !(tv[k] >= 0 && tv[k] <= 1)) {
+                    if (!r.bad) r.bad = i + k + 1;
+                }
+        }
+        const Out<T> o = element<T>(kind, xv, tv, p);
+        accumulate(a0, a1, count == W ? o.l : (lane < count ? o.l : m::splat(0)));
+        if (out) {
+            if (count == W) {
+                m::store(out + i, o.l);
+            } else {
+                for (int k = 0; k < count; ++k) st(out + i + k, T(o.l[k]));
+            }
+        }
+        if (g) {
+            const V gv = gscale == T(1) ? o.g : o.g * gscale;
+            if (count == W) {
+                m::store(g + i, gv);
+            } else {
+                for (int k = 0; k < count; ++k) st(g + i + k, T(gv[k]));
+            }
+        }
+    }
+    for (int k = 0; k < M<double>::W; ++k) r.total += a0[k] + a1[k];
+    return r;
+}
+
+}  // namespace
+
+extern "C" {
+
+int losskit_kernel_version() { return 1; }
+
+// One call: its arguments in one struct (see losskit.engine.pointwise_native._Call).
+struct PointCall {
+    int64_t kind;
+    int64_t dtype;  // 0 float, 1 double
+    const void* x;
+    const void* t;
+    void* g;       // the gradient of the reduced loss (times gscale), or null
+    void* out;     // the element-wise losses ('none'), or null
+    void* loss;    // the reduced loss: total / ldiv, in the dtype; or null
+    int64_t n;
+    double p;      // the kind's parameter
+    double gscale;
+    double ldiv;
+    int64_t threads;
+};
+
+// Returns 0, or 1 + the index of the first BCE element whose input or target is outside [0, 1] (the caller's
+// general path then raises the clear error). A thread that cannot be had leaves its range to the caller's.
+int64_t losskit_pointwise(const PointCall* a) {
+    const Kind kind = Kind(a->kind);
+    const int64_t n = a->n;
+    int threads = int(a->threads < 1 ? 1 : a->threads);
+    constexpr int64_t PER_THREAD = int64_t(1) << 16;
+    if (threads > n / PER_THREAD) threads = int(n / PER_THREAD > 0 ? n / PER_THREAD : 1);
+    auto work = [&](int64_t i0, int64_t i1) -> std::pair<double, int64_t> {
+        if (a->dtype == 0) {
+            const Range<float> r = run_range<float>(kind, static_cast<const float*>(a->x), static_cast<const float*>(a->t),
+                                                    static_cast<float*>(a->g), static_cast<float*>(a->out), i0, i1,
+                                                    float(a->p), float(a->gscale));
+            return {r.total, r.bad};
+        }
+        const Range<double> r = run_range<double>(kind, static_cast<const double*>(a->x),
+                                                  static_cast<const double*>(a->t), static_cast<double*>(a->g),
+                                                  static_cast<double*>(a->out), i0, i1, a->p, a->gscale);
+        return {r.total, r.bad};
+    };
+    std::vector<std::pair<double, int64_t>> part(size_t(threads), {0.0, 0});
+    {
+        std::vector<std::thread> pool;
+        const int64_t lanes = VBYTES / (a->dtype == 0 ? 4 : 8);
+        auto bound = [&](int k) { return k == threads ? n : n * k / threads / lanes * lanes; };
+        for (int k = 1; k < threads; ++k) {
+            try {
+                pool.emplace_back([&, k] { part[size_t(k)] = work(bound(k), bound(k + 1)); });
+            } catch (...) {
+                part[size_t(k)] = work(bound(k), bound(k + 1));
+            }
+        }
+        part[0] = work(0, bound(1));
+        for (auto& th : pool) th.join();
+    }
+    double total = 0.0;
+    int64_t bad = 0;
+    for (const auto& pr : part) {
+        total += pr.first;
+        if (pr.second && !bad) bad = pr.second;
+    }
+    if (bad) return bad;
+    if (a->loss) {
+        const double v = total / a->ldiv;
+        if (a->dtype == 0) {
+            const float f = float(v);
+            std::memcpy(a->loss, &f, sizeof f);
+        } else {
+            std::memcpy(a->loss, &v, sizeof v);
+        }
+    }
+    return 0;
+}
+
+}  // extern "C"
