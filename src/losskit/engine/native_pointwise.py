@@ -27,6 +27,7 @@ import torch
 
 from .._tracing import _functorch_active, _is_compiling, _jit_tracing
 from . import native_build
+from .autograd import eager_apply
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "pointwise.cpp"
 VERSION = 1  # what its losskit_kernel_version() returns
@@ -175,39 +176,43 @@ def run(kind: int, p: float, x, t, reduction: str, want_grad: bool, divisor=None
 
 
 class NativePointwise(torch.autograd.Function):
+    """``state``: (spec, params, (kind, p), reduction, divisor)."""
+
     @staticmethod
-    def forward(ctx, x, t, spec, params, code, reduction, divisor):
-        loss, ctx.grad = run(code[0], code[1], x, t, reduction, True, divisor)
-        ctx.spec, ctx.params, ctx.code, ctx.reduction, ctx.divisor = spec, params, code, reduction, divisor
+    def forward(ctx, x, t, state):
+        _, _, (kind, p), reduction, divisor = state
+        loss, ctx.grad = run(kind, p, x, t, reduction, True, divisor)
+        ctx.state = state
         ctx.save_for_backward(x, t)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
+        spec, params, (kind, p), reduction, divisor = ctx.state
         if torch.is_grad_enabled():  # create_graph=True: the loss's differentiable formula
             from .pointwise import differentiable_grad
 
             x, t = ctx.saved_tensors
-            if ctx.divisor is not None:
-                grad_output = grad_output / ctx.divisor
-            grad = differentiable_grad(ctx.spec, ctx.params, x, t, None, ctx.reduction, False, grad_output)
-            return grad, None, None, None, None, None, None
+            if divisor is not None:
+                grad_output = grad_output / divisor
+            return differentiable_grad(spec, params, x, t, None, reduction, False, grad_output), None, None
         grad, ctx.grad = ctx.grad, None
         if grad is None:  # a second backward through this graph (retain_graph=True): compute it again
             x, t = ctx.saved_tensors
-            _, grad = run(ctx.code[0], ctx.code[1], x, t, ctx.reduction, True, ctx.divisor)
-        if ctx.reduction == "none":
+            _, grad = run(kind, p, x, t, reduction, True, divisor)
+        if reduction == "none":
             grad.mul_(grad_output)
         elif float(grad_output) != 1.0:
             x, t = ctx.saved_tensors
-            div = x.numel() if ctx.reduction == "mean" else ctx.divisor
+            div = x.numel() if reduction == "mean" else divisor
             if div is None:  # 'sum': ∂l/∂x · grad_output, as torch
                 grad.mul_(grad_output)
             else:  # ∂l/∂x · (grad_output / divisor), the order torch's mean takes (a pass like mul_ would be)
-                _, grad = run(
-                    ctx.code[0], ctx.code[1], x, t, ctx.reduction, True, ctx.divisor, float(grad_output / div)
-                )
-        return grad, None, None, None, None, None, None
+                _, grad = run(kind, p, x, t, reduction, True, divisor, float(grad_output / div))
+        return grad, None, None
+
+
+_apply = eager_apply(NativePointwise)
 
 
 def eligible(x: torch.Tensor, t: torch.Tensor) -> bool:
@@ -228,14 +233,14 @@ def eligible(x: torch.Tensor, t: torch.Tensor) -> bool:
         and not t.requires_grad
         and x.shape == t.shape
         and x.numel() > 0
-        and library() is not None
+        and (_lib if _state == "done" else library()) is not None
     )
 
 
 def loss(spec, params, x: torch.Tensor, t: torch.Tensor, reduction: str, code, divisor=None) -> torch.Tensor:
     """The loss through the kernel (see :func:`eligible`); ``code`` is ``spec.native(params)``."""
     if x.requires_grad and torch.is_grad_enabled():
-        return NativePointwise.apply(x, t, spec, params, code, reduction, divisor)
+        return _apply(x, t, (spec, params, code, reduction, divisor))
     return run(code[0], code[1], x, t, reduction, False, divisor)[0]
 
 

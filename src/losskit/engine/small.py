@@ -21,7 +21,7 @@ import torch
 from .. import _checks
 from .._tracing import _functorch_active, _is_compiling, _jit_tracing
 from . import native
-from .autograd import first_order_only
+from .autograd import eager_apply, first_order_only
 from .rows import CrossEntropyOptions
 
 
@@ -148,6 +148,9 @@ class SmallCrossEntropy(torch.autograd.Function):
         return grad, None, None, None
 
 
+_apply = eager_apply(SmallCrossEntropy)
+
+
 def cross_entropy(x, target, weight, opts) -> torch.Tensor:
     """The loss of (rows, C) logits ``x`` (see :func:`eligible`); the target's range is checked by the kernel."""
     if not torch.is_grad_enabled():
@@ -201,5 +204,5 @@ def plain(input: torch.Tensor, target: torch.Tensor, ignore_index, reduction, la
     if opts is None or _kernel() is None:
         return None
     if input.requires_grad and torch.is_grad_enabled():
-        return SmallCrossEntropy.apply(input, target, None, opts)
+        return _apply(input, target, None, opts)
     return _run(input, target, None, opts, False)[0]
