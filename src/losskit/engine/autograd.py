@@ -40,7 +40,7 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def eager_apply(function: type) -> Callable:
+def eager_apply(function: type[torch.autograd.Function]) -> Callable:
     """``function.apply`` without ``autograd.Function.apply``'s Python preamble (its setup_context check and the
     unwrapping of torch.func's dead wrappers, ~2 µs a call): torch's own C++ entry, bound to ``function``. Only
     for eager calls made outside every torch.func transform (the callers check); falls back to ``apply``."""
