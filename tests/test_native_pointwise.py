@@ -320,3 +320,54 @@ def test_lower_instruction_set_levels_match_torch(tmp_path, level):
     if run.stdout.strip() == "skip":
         pytest.skip(f"this CPU does not run {level}")
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
+
+
+# ================================================================================ NLL
+
+
+@pytest.fixture
+def nll_calls(monkeypatch):
+    calls = []
+    real = NP.nll_run
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(NP, "nll_run", spy)
+    yield calls
+    assert calls, "the NLL kernel was never called"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("ignored", ["none", "some", "all"])
+@pytest.mark.parametrize("scale", [1.0, 0.37])
+def test_nll_matches_torch(nll_calls, dtype, reduction, ignored, scale):
+    g = seeded("nll", dtype, reduction, ignored, scale)
+    x = torch.randn(9, 7, generator=g, dtype=dtype).log_softmax(1)
+    y = torch.randint(0, 7, (9,), generator=g)
+    if ignored == "some":
+        y[::3] = -100
+    elif ignored == "all":
+        y[:] = -100
+    ours_x, ref_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = LF.nll_loss(ours_x, y, reduction=reduction) * scale
+    ref = F.nll_loss(ref_x, y, reduction=reduction) * scale
+    ours.backward(retain_graph=True)
+    ours.backward()  # a second backward through the same graph
+    ref.backward(retain_graph=True)
+    ref.backward()
+    exact = dtype == torch.float64
+    torch.testing.assert_close(ours, ref, equal_nan=True, rtol=1e-15 if exact else 1e-6, atol=0 if exact else 1e-7)
+    torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=1e-15 if exact else 1e-6, atol=0)
+
+
+def test_nll_double_backward_and_bad_target(nll_calls):
+    x = torch.randn(4, 5, generator=seeded("nll-gg"), dtype=torch.float64).requires_grad_()
+    y = torch.tensor([0, 4, -100, 2])
+    assert torch.autograd.gradgradcheck(lambda a: LF.nll_loss(a, y), (x,))
+    import losskit
+
+    with pytest.raises(losskit.LossError, match="5"):
+        LF.nll_loss(x, torch.tensor([0, 5, 1, 1]))

@@ -30,7 +30,7 @@ from . import native_build
 from .autograd import eager_apply
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "pointwise.cpp"
-VERSION = 1  # what its losskit_kernel_version() returns
+VERSION = 2  # what its losskit_kernel_version() returns
 
 MSE, L1, HUBER, SMOOTH_L1, SOFT_MARGIN, BCE_LOGITS, BCE, KL, KL_LOG = range(9)
 NAMES = ("mse", "l1", "huber", "smooth_l1", "soft_margin", "bce_with_logits", "bce", "kl_div", "kl_div_log_target")
@@ -100,8 +100,9 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         return None, "LOSSKIT_SANITIZE asks for AddressSanitizer, which needs LD_PRELOAD of libasan; using torch ops"
     try:
         lib, path = native_build.build_and_load(SOURCE, VERSION, cxx, sanitize)
-        lib.losskit_pointwise.restype = ctypes.c_int64
-        lib.losskit_pointwise.argtypes = [ctypes.c_void_p]
+        for entry in (lib.losskit_pointwise, lib.losskit_nll):
+            entry.restype = ctypes.c_int64
+            entry.argtypes = [ctypes.c_void_p]
     except Exception as exc:  # noqa: BLE001 - any failure means: use torch ops, and say why
         return None, f"build failed, using torch ops: {type(exc).__name__}: {exc}"
     return lib, f"loaded {path}" + (f" (sanitizers: {sanitize})" if sanitize else "")
@@ -255,3 +256,122 @@ def plain(spec, x, t, reduction, params=None, divisor=None):
         return loss(spec, params, x, t, reduction, code, divisor)
     except _BadProbability:
         return None  # binary cross entropy's general path raises torch's error
+
+
+# ================================================================================ NLL
+
+
+class _NllCall(ctypes.Structure):
+    """The kernel's ``NllCall``, field for field."""
+
+    _fields_ = [
+        ("dtype", ctypes.c_int64),
+        ("x", ctypes.c_void_p),
+        ("y", ctypes.c_void_p),
+        ("w", ctypes.c_void_p),
+        ("g", ctypes.c_void_p),
+        ("loss", ctypes.c_void_p),
+        ("n", ctypes.c_int64),
+        ("c", ctypes.c_int64),
+        ("ignore_index", ctypes.c_int64),
+        ("mean", ctypes.c_int64),
+        ("has_scale", ctypes.c_int64),
+        ("gscale", ctypes.c_double),
+        ("denom", ctypes.c_double),
+    ]
+
+
+class _BadTarget(IndexError):
+    """A target outside [0, C) (the caller's general path raises the clear error)."""
+
+
+def _nll_struct() -> _NllCall:
+    try:
+        return _local.nll
+    except AttributeError:
+        _local.nll = _NllCall()
+        return _local.nll
+
+
+def nll_run(x, y, ignore_index: int, mean: bool, want_grad: bool, gscale: float | None = None):
+    """(loss, gradient or None, Σ w_y) of (N, C) contiguous fp32/fp64 log-probabilities and (N,) int64 targets."""
+    n, c = x.shape
+    grad = torch.empty_like(x) if want_grad else None
+    out = torch.empty((), dtype=x.dtype)
+    call = _nll_struct()
+    call.dtype = _DTYPES[x.dtype]
+    call.x = x.data_ptr()
+    call.y = y.data_ptr()
+    call.w = None
+    call.g = None if grad is None else grad.data_ptr()
+    call.loss = out.data_ptr()
+    call.n = n
+    call.c = c
+    call.ignore_index = ignore_index
+    call.mean = 1 if mean else 0
+    call.has_scale = 0 if gscale is None else 1
+    call.gscale = 0.0 if gscale is None else gscale
+    bad = library().losskit_nll(ctypes.addressof(call))  # type: ignore[union-attr]
+    if bad:
+        raise _BadTarget(bad - 1)
+    return out, grad, call.denom
+
+
+class NativeNll(torch.autograd.Function):
+    """``state``: (ignore_index, mean)."""
+
+    @staticmethod
+    def forward(ctx, x, y, state):
+        loss, ctx.grad, ctx.denom = nll_run(x, y, state[0], state[1], True)
+        ctx.state = state
+        ctx.save_for_backward(x, y)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        ignore_index, mean = ctx.state
+        grad, ctx.grad = ctx.grad, None
+        x, y = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the gradient is linear in grad_output, constant in x
+            _, unit, _ = nll_run(x, y, ignore_index, mean, True)
+            return unit * grad_output, None, None
+        if grad is None or float(grad_output) != 1.0:  # again (retain_graph), or scaled as torch scales it
+            go = float(grad_output)
+            scale = go if not mean else (go / ctx.denom if ctx.denom else 0.0)  # no kept row: nothing to scale
+            _, grad, _ = nll_run(x, y, ignore_index, mean, True, scale)
+        return grad, None, None
+
+
+_nll_apply = eager_apply(NativeNll)
+
+
+def nll_plain(input, target, ignore_index, reduction):
+    """The eager NLL of the common case, or None: (N, C) contiguous fp32/fp64 CPU log-probabilities, (N,)
+    int64 targets, no class weights, 'mean' or 'sum' (the caller checked the weight and legacy arguments)."""
+    if not (
+        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
+        and type(input) is torch.Tensor
+        and type(target) is torch.Tensor
+        and (input.dtype is torch.float32 or input.dtype is torch.float64)
+        and target.dtype is torch.int64
+        and input.is_cpu
+        and target.is_cpu
+        and input.dim() == 2
+        and target.dim() == 1
+        and input.is_contiguous()
+        and target.is_contiguous()
+        and not input.is_neg()
+        and input.shape[0] == target.shape[0]
+        and input.numel() > 0
+        and (reduction == "mean" or reduction == "sum")
+        and type(ignore_index) is int
+        and (_lib if _state == "done" else library()) is not None
+    ):
+        return None
+    mean = reduction == "mean"
+    try:
+        if input.requires_grad and torch.is_grad_enabled():
+            return _nll_apply(input, target, (ignore_index, mean))
+        return nll_run(input, target, ignore_index, mean, False)[0]
+    except _BadTarget:
+        return None

@@ -343,11 +343,63 @@ Range<T> run_range(Kind kind, const T* x, const T* t, T* g, T* out, int64_t i0, 
     return r;
 }
 
+
+// ---------------------------------------------------------------- NLL: one gathered entry per row
+
+// Negative log-likelihood of (n, c) rows of log-probabilities against class indices: the loss
+// -Σ w_y·x[r, y_r] (over the rows whose target is not ignore_index), divided by Σ w_y for 'mean', and its
+// gradient, -w_y·gscale at each row's target and 0 elsewhere (gscale: 1/Σ w_y for 'mean', else 1, unless the
+// caller gives one). Returns 0, or 1 + the first row whose target is outside [0, c).
+struct NllCall {
+    int64_t dtype;  // 0 float, 1 double (x, w, g and the loss)
+    const void* x;
+    const int64_t* y;
+    const void* w;  // (c,) class weights or null
+    void* g;        // (n, c) gradient, or null
+    void* loss;     // the reduced loss
+    int64_t n, c, ignore_index;
+    int64_t mean;       // 1: divide by Σ w_y
+    int64_t has_scale;  // 1: gscale is the caller's; 0: the reduction's own
+    double gscale;
+    double denom;      // out: Σ w_y
+};
+
+template <class T>
+int64_t nll(NllCall* a) {
+    const T* x = static_cast<const T*>(a->x);
+    const T* w = static_cast<const T*>(a->w);
+    T* g = static_cast<T*>(a->g);
+    double total = 0.0, denom = 0.0;
+    for (int64_t r = 0; r < a->n; ++r) {
+        const int64_t t = ld(a->y + r);
+        if (t == a->ignore_index) continue;
+        if (t < 0 || t >= a->c) return r + 1;
+        const T wt = w ? ld(w + t) : T(1);
+        total += double(-(ld(x + r * a->c + t) * wt));
+        denom += double(wt);
+    }
+    a->denom = denom;
+    const double value = a->mean ? total / denom : total;
+    st(static_cast<T*>(a->loss), T(value));
+    if (!g) return 0;
+    std::memset(static_cast<void*>(g), 0, sizeof(T) * size_t(a->n) * size_t(a->c));
+    // torch: w_y · -(grad_output / Σ w_y); grad_output = 1 here unless the caller's gscale says otherwise
+    const T scale = a->has_scale ? T(a->gscale) : (a->mean ? T(1) / T(denom) : T(1));
+    for (int64_t r = 0; r < a->n; ++r) {
+        const int64_t t = ld(a->y + r);
+        if (t == a->ignore_index) continue;
+        const T wt = w ? ld(w + t) : T(1);
+        st(g + r * a->c + t, T(wt * -scale));
+    }
+    return 0;
+}
 }  // namespace
 
 extern "C" {
 
-int losskit_kernel_version() { return 1; }
+int losskit_kernel_version() { return 2; }
+
+int64_t losskit_nll(NllCall* a) { return a->dtype == 0 ? nll<float>(a) : nll<double>(a); }
 
 // One call: its arguments in one struct (see losskit.engine.pointwise_native._Call).
 struct PointCall {
