@@ -46,6 +46,8 @@ def _problem(name: str, n: int, c: int, smoothing: float = 0.0):
     if name == "cross_entropy":
         other = torch.randint(0, c, (n,), generator=g)
         kwargs = {"label_smoothing": smoothing} if smoothing else {}
+    elif name == "nll_loss":
+        x, other = x.log_softmax(1), torch.randint(0, c, (n,), generator=g)
     elif name == "binary_cross_entropy":
         x, other = x.sigmoid(), torch.rand(n, c, generator=g)
     elif name == "binary_cross_entropy_with_logits":
@@ -88,6 +90,7 @@ def sweep(quick: bool) -> list[dict]:
     rows = []
     budget = 0.5 if quick else 2.0
     cases = [("cross_entropy", n, c, s) for n, c in CE_SIZES for s in (0.0, 0.1)]
+    cases += [("nll_loss", n, c, 0.0) for n, c in CE_SIZES[:4]]
     cases += [(name, n, c, 0.0) for name in ELEMENTWISE for n, c in ELEMENTWISE_SIZES]
     if quick:
         cases = [case for case in cases if case[1] * case[2] <= 256 * 1000]

@@ -371,3 +371,53 @@ def test_nll_double_backward_and_bad_target(nll_calls):
 
     with pytest.raises(losskit.LossError, match="5"):
         LF.nll_loss(x, torch.tensor([0, 5, 1, 1]))
+
+
+# ================================================================================ multi-label margin
+
+
+@pytest.fixture
+def mlm_calls(monkeypatch):
+    calls = []
+    real = NP.mlm_run
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(NP, "mlm_run", spy)
+    yield calls
+    assert calls, "the multi-label margin kernel was never called"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("scale", [1.0, 0.37])
+def test_multilabel_margin_matches_torch(mlm_calls, dtype, reduction, scale):
+    """Rows with several classes, a duplicate, no class (padding only) and every class; a scaled loss and a
+    second backward through the same graph."""
+    g = seeded("mlm", dtype, reduction, scale)
+    x = torch.randn(5, 6, generator=g, dtype=dtype)
+    y = torch.tensor(
+        [[3, 0, -1, 1, 1, 1], [2, 2, 5, -1, 0, 0], [-1, 3, 3, 3, 3, 3], [0, 1, 2, 3, 4, 5], [4, -1, -1, -1, -1, -1]]
+    )
+    ours_x, ref_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = LF.multilabel_margin_loss(ours_x, y, reduction=reduction) * scale
+    ref = F.multilabel_margin_loss(ref_x, y, reduction=reduction) * scale
+    ours.backward(retain_graph=True)
+    ours.backward()
+    ref.backward(retain_graph=True)
+    ref.backward()
+    tol = 1e-14 if dtype == torch.float64 else 1e-6
+    torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=tol, atol=tol)
+
+
+def test_multilabel_margin_double_backward_and_bad_target(mlm_calls):
+    x = torch.randn(3, 4, generator=seeded("mlm-gg"), dtype=torch.float64).requires_grad_()
+    y = torch.tensor([[1, -1, 0, 0], [0, 2, -1, 3], [3, 2, 1, 0]])
+    assert torch.autograd.gradgradcheck(lambda a: LF.multilabel_margin_loss(a, y), (x,))
+    import losskit
+
+    with pytest.raises(losskit.LossError):
+        LF.multilabel_margin_loss(x, torch.tensor([[1, -1, 7, 0], [0, 2, -1, 3], [3, 2, 1, 0]]))

@@ -30,7 +30,7 @@ from . import native_build
 from .autograd import eager_apply
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "pointwise.cpp"
-VERSION = 2  # what its losskit_kernel_version() returns
+VERSION = 3  # what its losskit_kernel_version() returns
 
 MSE, L1, HUBER, SMOOTH_L1, SOFT_MARGIN, BCE_LOGITS, BCE, KL, KL_LOG = range(9)
 NAMES = ("mse", "l1", "huber", "smooth_l1", "soft_margin", "bce_with_logits", "bce", "kl_div", "kl_div_log_target")
@@ -100,7 +100,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         return None, "LOSSKIT_SANITIZE asks for AddressSanitizer, which needs LD_PRELOAD of libasan; using torch ops"
     try:
         lib, path = native_build.build_and_load(SOURCE, VERSION, cxx, sanitize)
-        for entry in (lib.losskit_pointwise, lib.losskit_nll):
+        for entry in (lib.losskit_pointwise, lib.losskit_nll, lib.losskit_multilabel_margin):
             entry.restype = ctypes.c_int64
             entry.argtypes = [ctypes.c_void_p]
     except Exception as exc:  # noqa: BLE001 - any failure means: use torch ops, and say why
@@ -373,5 +373,103 @@ def nll_plain(input, target, ignore_index, reduction):
         if input.requires_grad and torch.is_grad_enabled():
             return _nll_apply(input, target, (ignore_index, mean))
         return nll_run(input, target, ignore_index, mean, False)[0]
+    except _BadTarget:
+        return None
+
+
+# ================================================================================ multi-label margin
+
+
+class _MlmCall(ctypes.Structure):
+    """The kernel's ``MlmCall``, field for field."""
+
+    _fields_ = [
+        ("dtype", ctypes.c_int64),
+        ("x", ctypes.c_void_p),
+        ("y", ctypes.c_void_p),
+        ("g", ctypes.c_void_p),
+        ("loss", ctypes.c_void_p),
+        ("n", ctypes.c_int64),
+        ("c", ctypes.c_int64),
+        ("mean", ctypes.c_int64),
+        ("has_scale", ctypes.c_int64),
+        ("gscale", ctypes.c_double),
+    ]
+
+
+def mlm_run(x, y, mean: bool, want_grad: bool, gscale: float | None = None):
+    """(loss, gradient or None) of multilabel_margin_loss on (N, C) contiguous fp32/fp64 ``x`` and int64 ``y``."""
+    n, c = x.shape
+    grad = torch.empty_like(x) if want_grad else None
+    out = torch.empty((), dtype=x.dtype)
+    try:
+        call = _local.mlm
+    except AttributeError:
+        call = _local.mlm = _MlmCall()
+    call.dtype = _DTYPES[x.dtype]
+    call.x = x.data_ptr()
+    call.y = y.data_ptr()
+    call.g = None if grad is None else grad.data_ptr()
+    call.loss = out.data_ptr()
+    call.n = n
+    call.c = c
+    call.mean = 1 if mean else 0
+    call.has_scale = 0 if gscale is None else 1
+    call.gscale = 0.0 if gscale is None else gscale
+    bad = library().losskit_multilabel_margin(ctypes.addressof(call))  # type: ignore[union-attr]
+    if bad:
+        raise _BadTarget(bad - 1)
+    return out, grad
+
+
+class NativeMultilabelMargin(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, y, mean):
+        loss, ctx.grad = mlm_run(x, y, mean, True)
+        ctx.mean = mean
+        ctx.save_for_backward(x, y)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad, ctx.grad = ctx.grad, None
+        x, y = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: piecewise linear, the gradient is constant in x
+            _, unit = mlm_run(x, y, ctx.mean, True)
+            return unit * grad_output, None, None
+        if grad is None or float(grad_output) != 1.0:  # again (retain_graph), or scaled after summing, as torch
+            _, grad = mlm_run(x, y, ctx.mean, True, float(grad_output))
+        return grad, None, None
+
+
+_mlm_apply = eager_apply(NativeMultilabelMargin)
+
+
+def multilabel_margin_plain(input, target, reduction):
+    """The eager multilabel_margin_loss of the common case, or None: (N, C) contiguous fp32/fp64 CPU scores,
+    an int64 target of the same shape, 'mean' or 'sum'."""
+    if not (
+        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
+        and type(input) is torch.Tensor
+        and type(target) is torch.Tensor
+        and (input.dtype is torch.float32 or input.dtype is torch.float64)
+        and target.dtype is torch.int64
+        and input.is_cpu
+        and target.is_cpu
+        and input.dim() == 2
+        and input.is_contiguous()
+        and target.is_contiguous()
+        and not input.is_neg()
+        and input.shape == target.shape
+        and input.numel() > 0
+        and (reduction == "mean" or reduction == "sum")
+        and (_lib if _state == "done" else library()) is not None
+    ):
+        return None
+    mean = reduction == "mean"
+    try:
+        if input.requires_grad and torch.is_grad_enabled():
+            return _mlm_apply(input, target, mean)
+        return mlm_run(input, target, mean, False)[0]
     except _BadTarget:
         return None

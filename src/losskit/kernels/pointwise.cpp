@@ -10,6 +10,7 @@
 // vector padded with harmless values), so an element's result does not depend on where it lies. float uses
 // polynomial exp and log (≤ 2 ulp, tested against float64 in the test suite); double uses the C library's,
 // element by element (float64 is the oracles' dtype, not a speed target).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -393,11 +394,81 @@ int64_t nll(NllCall* a) {
     }
     return 0;
 }
+
+// ---------------------------------------------------------------- multi-label margin: pairs within a row
+
+// Σ_{j ∈ T_r} Σ_{i ∉ T_r} max(0, 1 - (x_j - x_i)) / c per row r, T_r the classes listed in y's row before its
+// first -1 (a class listed twice counts twice, as in torch); 'mean' divides the rows' sum by n. The gradient
+// accumulates ∓g per active pair, g = 1/(n·c) for 'mean' and 1/c for 'sum', then is multiplied by the caller's
+// grad_output when has_scale (torch's order). Returns 0, or 1 + the first row with an entry outside [-1, c).
+struct MlmCall {
+    int64_t dtype;  // 0 float, 1 double
+    const void* x;
+    const int64_t* y;
+    void* g;
+    void* loss;
+    int64_t n, c;
+    int64_t mean;
+    int64_t has_scale;
+    double gscale;
+};
+
+template <class T>
+int64_t mlm(const MlmCall* a) {
+    const T* x = static_cast<const T*>(a->x);
+    T* g = static_cast<T*>(a->g);
+    const int64_t n = a->n, c = a->c;
+    std::vector<char> listed(size_t(c > 0 ? c : 0));
+    if (g) std::memset(static_cast<void*>(g), 0, sizeof(T) * size_t(n) * size_t(c));
+    const T unit = T(a->mean ? 1.0 / (double(n) * double(c)) : 1.0 / double(c));
+    double total = 0.0;
+    for (int64_t r = 0; r < n; ++r) {
+        const T* xr = x + r * c;
+        const int64_t* yr = a->y + r * c;
+        T* gr = g ? g + r * c : nullptr;
+        std::fill(listed.begin(), listed.end(), 0);
+        for (int64_t k = 0; k < c; ++k) {  // every entry in [-1, c), the padding after the first -1 too (torch)
+            const int64_t t = ld(yr + k);
+            if (t < -1 || t >= c) return r + 1;
+        }
+        int64_t k = 0;
+        for (; k < c; ++k) {
+            const int64_t t = ld(yr + k);
+            if (t == -1) break;
+            listed[size_t(t)] = 1;
+        }
+        double row = 0.0;
+        for (int64_t j = 0; j < k; ++j) {
+            const int64_t tj = ld(yr + j);
+            const T xt = ld(xr + tj);
+            for (int64_t i = 0; i < c; ++i) {
+                if (listed[size_t(i)]) continue;
+                const T z = T(1) - xt + ld(xr + i);
+                if (z > 0) {
+                    row += double(z);
+                    if (gr) {
+                        st(gr + tj, T(ld(gr + tj) - unit));
+                        st(gr + i, T(ld(gr + i) + unit));
+                    }
+                }
+            }
+        }
+        total += double(T(row / double(c)));
+    }
+    st(static_cast<T*>(a->loss), T(a->mean ? total / double(n) : total));
+    if (g && a->has_scale) {
+        const T s = T(a->gscale);
+        for (int64_t i = 0; i < n * c; ++i) st(g + i, T(ld(g + i) * s));
+    }
+    return 0;
+}
 }  // namespace
 
 extern "C" {
 
-int losskit_kernel_version() { return 2; }
+int losskit_kernel_version() { return 3; }
+
+int64_t losskit_multilabel_margin(const MlmCall* a) { return a->dtype == 0 ? mlm<float>(a) : mlm<double>(a); }
 
 int64_t losskit_nll(NllCall* a) { return a->dtype == 0 ? nll<float>(a) : nll<double>(a); }
 
