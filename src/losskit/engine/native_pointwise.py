@@ -270,6 +270,7 @@ class _NllCall(ctypes.Structure):
         ("y", ctypes.c_void_p),
         ("w", ctypes.c_void_p),
         ("g", ctypes.c_void_p),
+        ("zeroed", ctypes.c_int64),
         ("loss", ctypes.c_void_p),
         ("n", ctypes.c_int64),
         ("c", ctypes.c_int64),
@@ -296,7 +297,10 @@ def _nll_struct() -> _NllCall:
 def nll_run(x, y, ignore_index: int, mean: bool, want_grad: bool, gscale: float | None = None):
     """(loss, gradient or None, Σ w_y) of (N, C) contiguous fp32/fp64 log-probabilities and (N,) int64 targets."""
     n, c = x.shape
-    grad = torch.empty_like(x) if want_grad else None
+    # a large gradient is zeroed by torch (its threads share the page faults of a fresh buffer), a small one by
+    # the kernel (one memset, no extra call)
+    zeroed = want_grad and x.numel() >= PARALLEL_ELEMENTS // 2
+    grad = (torch.zeros_like(x) if zeroed else torch.empty_like(x)) if want_grad else None
     out = torch.empty((), dtype=x.dtype)
     call = _nll_struct()
     call.dtype = _DTYPES[x.dtype]
@@ -304,6 +308,7 @@ def nll_run(x, y, ignore_index: int, mean: bool, want_grad: bool, gscale: float 
     call.y = y.data_ptr()
     call.w = None
     call.g = None if grad is None else grad.data_ptr()
+    call.zeroed = 1 if zeroed else 0
     call.loss = out.data_ptr()
     call.n = n
     call.c = c

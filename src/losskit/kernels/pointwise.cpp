@@ -357,6 +357,7 @@ struct NllCall {
     const int64_t* y;
     const void* w;  // (c,) class weights or null
     void* g;        // (n, c) gradient, or null
+    int64_t zeroed; // 1: g is zero already (the caller had torch fill it, over its threads)
     void* loss;     // the reduced loss
     int64_t n, c, ignore_index;
     int64_t mean;       // 1: divide by Σ w_y
@@ -383,7 +384,7 @@ int64_t nll(NllCall* a) {
     const double value = a->mean ? total / denom : total;
     st(static_cast<T*>(a->loss), T(value));
     if (!g) return 0;
-    std::memset(static_cast<void*>(g), 0, sizeof(T) * size_t(a->n) * size_t(a->c));
+    if (!a->zeroed) std::memset(static_cast<void*>(g), 0, sizeof(T) * size_t(a->n) * size_t(a->c));
     // torch: w_y · -(grad_output / Σ w_y); grad_output = 1 here unless the caller's gscale says otherwise
     const T scale = a->has_scale ? T(a->gscale) : (a->mean ? T(1) / T(denom) : T(1));
     for (int64_t r = 0; r < a->n; ++r) {
