@@ -421,3 +421,16 @@ def test_multilabel_margin_double_backward_and_bad_target(mlm_calls):
 
     with pytest.raises(losskit.LossError):
         LF.multilabel_margin_loss(x, torch.tensor([[1, -1, 7, 0], [0, 2, -1, 3], [3, 2, 1, 0]]))
+
+
+def test_nll_large_gradient_zeroed_by_torch(nll_calls):
+    """From PARALLEL_ELEMENTS / 2 elements torch zeroes the gradient and the kernel writes only the picked ones."""
+    g = seeded("nll-large")
+    x = torch.randn(300, 250, generator=g, dtype=torch.float64).log_softmax(1)
+    assert x.numel() >= NP.PARALLEL_ELEMENTS // 2
+    y = torch.randint(0, 250, (300,), generator=g)
+    y[::5] = -100
+    ours_x, ref_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    LF.nll_loss(ours_x, y).backward()
+    F.nll_loss(ref_x, y).backward()
+    assert torch.equal(ours_x.grad, ref_x.grad)
