@@ -18,6 +18,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
 namespace {
 
 #if defined(__AVX512F__)
@@ -286,12 +290,23 @@ struct Range {
 // The losses of one vector added to double accumulators (float: its two halves converted)
 inline void accumulate(vd& a0, vd&, vd l) { a0 += l; }
 inline void accumulate(vd& a0, vd& a1, vf l) {
+    // the halves converted in registers (through memory, the upper half's load would wait on store forwarding)
+#if defined(__AVX512F__)
+    const __m512 v = __m512(l);
+    a0 += vd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 0))));
+    a1 += vd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+#elif defined(__AVX__)
+    const __m256 v = __m256(l);
+    a0 += vd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+    a1 += vd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+#else
     typedef float half __attribute__((vector_size(VBYTES / 2)));
     half lo, hi;
     std::memcpy(&lo, &l, sizeof lo);
     std::memcpy(&hi, reinterpret_cast<const char*>(&l) + sizeof lo, sizeof hi);
     a0 += __builtin_convertvector(lo, vd);
     a1 += __builtin_convertvector(hi, vd);
+#endif
 }
 
 template <class T>
