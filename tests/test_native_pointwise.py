@@ -30,6 +30,7 @@ LOSSES = (
     "binary_cross_entropy_with_logits",
     "binary_cross_entropy",
     "kl_div",
+    "poisson_nll_loss",
 )
 
 
@@ -44,6 +45,8 @@ def _inputs(name: str, shape, dtype, g: torch.Generator):
         t = t.sign()
     elif name == "kl_div":
         x, t = x.log_softmax(-1), t.softmax(-1)
+    elif name == "poisson_nll_loss":
+        t = torch.poisson(torch.rand(shape, generator=g, dtype=torch.float64) * 4, generator=g)
     return x.to(dtype), t.to(dtype)
 
 
@@ -434,3 +437,21 @@ def test_nll_large_gradient_zeroed_by_torch(nll_calls):
     LF.nll_loss(ours_x, y).backward()
     F.nll_loss(ref_x, y).backward()
     assert torch.equal(ours_x.grad, ref_x.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("eps", [1e-8, 0.5])
+def test_poisson_with_rates(kernel_calls, dtype, eps):
+    """log_input=False: x - t·log(x + eps), against torch; full=True stays on the torch-op path."""
+    g = seeded("poisson-rate", dtype, eps)
+    x = torch.rand(40, generator=g, dtype=dtype) * 3
+    t = torch.poisson(torch.rand(40, generator=g, dtype=dtype) * 4, generator=g)
+    ours_x, ref_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = LF.poisson_nll_loss(ours_x, t, log_input=False, eps=eps)
+    ref = F.poisson_nll_loss(ref_x, t, log_input=False, eps=eps)
+    ours.backward()
+    ref.backward()
+    tol = 1e-13 if dtype == torch.float64 else 2e-6
+    torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=tol, atol=tol)
+    torch.testing.assert_close(LF.poisson_nll_loss(x, t, full=True), F.poisson_nll_loss(x, t, full=True))

@@ -30,10 +30,9 @@ from . import native_build
 from .autograd import eager_apply
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "pointwise.cpp"
-VERSION = 3  # what its losskit_kernel_version() returns
+VERSION = 4  # what its losskit_kernel_version() returns
 
-MSE, L1, HUBER, SMOOTH_L1, SOFT_MARGIN, BCE_LOGITS, BCE, KL, KL_LOG = range(9)
-NAMES = ("mse", "l1", "huber", "smooth_l1", "soft_margin", "bce_with_logits", "bce", "kl_div", "kl_div_log_target")
+MSE, L1, HUBER, SMOOTH_L1, SOFT_MARGIN, BCE_LOGITS, BCE, KL, KL_LOG, POISSON_LOG, POISSON = range(11)
 
 PARALLEL_ELEMENTS = 1 << 17  # from here the kernel splits the elements over torch's thread count
 _DTYPES = {torch.float32: 0, torch.float64: 1}

@@ -57,6 +57,8 @@ enum Kind : int64_t {
     BCE = 6,           // an input or target outside [0, 1] (or NaN) is reported; the caller raises
     KL = 7,            // target as probabilities
     KL_LOG = 8,        // target as log-probabilities
+    POISSON_LOG = 9,   // x = log λ (torch's log_input=True)
+    POISSON = 10,      // x = λ, p = eps
 };
 
 // Scalar reads and writes through memcpy: a tensor may start at any byte (torch.frombuffer at an odd offset),
@@ -267,6 +269,18 @@ inline Out<T> element(Kind kind, typename M<T>::V x, typename M<T>::V t, T p) {
             const V tl = t * vlog(t);
             o.l = (t == 0 ? m::splat(0) : tl) - t * x;
             o.g = -t;
+            break;
+        }
+        case POISSON_LOG: {  // e^x - t·x, ∂/∂x = e^x - t
+            const V ex = vexp(x);
+            o.l = ex - t * x;
+            o.g = ex - t;
+            break;
+        }
+        case POISSON: {  // x - t·log(x + eps), ∂/∂x = 1 - t / (x + eps)
+            const V xe = x + p;
+            o.l = x - t * vlog(xe);
+            o.g = 1 - t / xe;
             break;
         }
         case KL_LOG: {  // e^t·(t - x), ∂/∂x = -e^t
@@ -482,7 +496,7 @@ int64_t mlm(const MlmCall* a) {
 
 extern "C" {
 
-int losskit_kernel_version() { return 3; }
+int losskit_kernel_version() { return 4; }
 
 int64_t losskit_multilabel_margin(const MlmCall* a) { return a->dtype == 0 ? mlm<float>(a) : mlm<double>(a); }
 

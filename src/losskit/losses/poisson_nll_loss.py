@@ -10,7 +10,7 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
 from .._tracing import tracing
-from ..engine import pointwise
+from ..engine import native_pointwise, pointwise
 from ..engine.autocast import fp32_under_autocast
 from ..engine.pointwise import Pointwise
 from ._base import Loss
@@ -42,10 +42,27 @@ def _grad(x, t, params, out):
     return torch.add(x, eps, out=out).reciprocal_().mul_(t).neg_().add_(1)
 
 
-POISSON = Pointwise("poisson_nll_loss", lambda x, t, p: poisson_nll(x, t, *p), _grad)
+def _native(params):
+    """The kernel's Poisson NLL (not ``full``: the Stirling term stays with the torch-op path), or None."""
+    log_input, full, eps = params
+    if full is not False or type(log_input) is not bool or type(eps) not in (float, int):
+        return None
+    if not abs(eps) < float("inf"):
+        return None
+    return (native_pointwise.POISSON_LOG, 0.0) if log_input else (native_pointwise.POISSON, float(eps))
 
 
-@fp32_under_autocast  # on torch's fp32 autocast list
+POISSON = Pointwise("poisson_nll_loss", lambda x, t, p: poisson_nll(x, t, *p), _grad, native=_native)
+
+
+def _fast(input, target, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None, reduction="mean"):
+    """The common eager call on losskit's element-wise kernel, or None (see native_pointwise.plain)."""
+    if size_average is None and reduce is None:
+        return native_pointwise.plain(POISSON, input, target, reduction, (log_input, full, eps))
+    return None
+
+
+@fp32_under_autocast(fast=_fast)  # on torch's fp32 autocast list
 def poisson_nll_loss(
     input: torch.Tensor,
     target: torch.Tensor,
