@@ -455,3 +455,55 @@ def test_poisson_with_rates(kernel_calls, dtype, eps):
     torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
     torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=tol, atol=tol)
     torch.testing.assert_close(LF.poisson_nll_loss(x, t, full=True), F.poisson_nll_loss(x, t, full=True))
+
+
+# ================================================================================ multi-class margin
+
+
+@pytest.fixture
+def mm_calls(monkeypatch):
+    calls = []
+    real = NP.mm_run
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(NP, "mm_run", spy)
+    yield calls
+    assert calls, "the multi-margin kernel was never called"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("scale", [1.0, 0.37])
+def test_multi_margin_matches_torch(mm_calls, dtype, reduction, p, weighted, scale):
+    g = seeded("mm", dtype, reduction, p, weighted, scale)
+    x = torch.randn(7, 5, generator=g, dtype=dtype)
+    y = torch.randint(0, 5, (7,), generator=g)
+    w = torch.rand(5, generator=g, dtype=dtype) + 0.5 if weighted else None
+    ours_x, ref_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    kw = {"p": p, "margin": 0.8, "weight": w, "reduction": reduction}
+    ours = LF.multi_margin_loss(ours_x, y, **kw) * scale
+    ref = F.multi_margin_loss(ref_x, y, **kw) * scale
+    ours.backward(retain_graph=True)
+    ours.backward()
+    ref.backward(retain_graph=True)
+    ref.backward()
+    tol = 1e-14 if dtype == torch.float64 else 1e-6
+    torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_multi_margin_double_backward_and_bad_target(mm_calls, p):
+    x = torch.randn(4, 5, generator=seeded("mm-gg", p), dtype=torch.float64).requires_grad_()
+    y = torch.tensor([0, 4, 1, 2])
+    w = torch.rand(5, generator=seeded("mm-w", p), dtype=torch.float64) + 0.5
+    assert torch.autograd.gradgradcheck(lambda a: LF.multi_margin_loss(a, y, p=p, weight=w), (x,))
+    import losskit
+
+    with pytest.raises(losskit.LossError):
+        LF.multi_margin_loss(x, torch.tensor([0, 5, 1, 1]), p=p)

@@ -30,7 +30,7 @@ from . import native_build
 from .autograd import eager_apply
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "pointwise.cpp"
-VERSION = 4  # what its losskit_kernel_version() returns
+VERSION = 5  # what its losskit_kernel_version() returns
 
 MSE, L1, HUBER, SMOOTH_L1, SOFT_MARGIN, BCE_LOGITS, BCE, KL, KL_LOG, POISSON_LOG, POISSON = range(11)
 
@@ -99,7 +99,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         return None, "LOSSKIT_SANITIZE asks for AddressSanitizer, which needs LD_PRELOAD of libasan; using torch ops"
     try:
         lib, path = native_build.build_and_load(SOURCE, VERSION, cxx, sanitize)
-        for entry in (lib.losskit_pointwise, lib.losskit_nll, lib.losskit_multilabel_margin):
+        for entry in (lib.losskit_pointwise, lib.losskit_nll, lib.losskit_multilabel_margin, lib.losskit_multi_margin):
             entry.restype = ctypes.c_int64
             entry.argtypes = [ctypes.c_void_p]
     except Exception as exc:  # noqa: BLE001 - any failure means: use torch ops, and say why
@@ -475,5 +475,143 @@ def multilabel_margin_plain(input, target, reduction):
         if input.requires_grad and torch.is_grad_enabled():
             return _mlm_apply(input, target, mean)
         return mlm_run(input, target, mean, False)[0]
+    except _BadTarget:
+        return None
+
+
+# ================================================================================ multi-class margin
+
+
+class _MmCall(ctypes.Structure):
+    """The kernel's ``MmCall``, field for field."""
+
+    _fields_ = [
+        ("dtype", ctypes.c_int64),
+        ("x", ctypes.c_void_p),
+        ("y", ctypes.c_void_p),
+        ("w", ctypes.c_void_p),
+        ("g", ctypes.c_void_p),
+        ("loss", ctypes.c_void_p),
+        ("n", ctypes.c_int64),
+        ("c", ctypes.c_int64),
+        ("p", ctypes.c_int64),
+        ("margin", ctypes.c_double),
+        ("mean", ctypes.c_int64),
+        ("has_scale", ctypes.c_int64),
+        ("gscale", ctypes.c_double),
+    ]
+
+
+def mm_run(x, y, w, p: int, margin: float, mean: bool, want_grad: bool, gscale: float | None = None):
+    """(loss, gradient or None) of multi_margin_loss on (N, C) contiguous fp32/fp64 ``x``, (N,) int64 ``y`` and
+    optional contiguous (C,) class weights ``w`` of ``x``'s dtype."""
+    n, c = x.shape
+    grad = torch.empty_like(x) if want_grad else None
+    out = torch.empty((), dtype=x.dtype)
+    try:
+        call = _local.mm
+    except AttributeError:
+        call = _local.mm = _MmCall()
+    call.dtype = _DTYPES[x.dtype]
+    call.x = x.data_ptr()
+    call.y = y.data_ptr()
+    call.w = None if w is None else w.data_ptr()
+    call.g = None if grad is None else grad.data_ptr()
+    call.loss = out.data_ptr()
+    call.n = n
+    call.c = c
+    call.p = p
+    call.margin = margin
+    call.mean = 1 if mean else 0
+    call.has_scale = 0 if gscale is None else 1
+    call.gscale = 0.0 if gscale is None else gscale
+    bad = library().losskit_multi_margin(ctypes.addressof(call))  # type: ignore[union-attr]
+    if bad:
+        raise _BadTarget(bad - 1)
+    return out, grad
+
+
+class NativeMultiMargin(torch.autograd.Function):
+    """``state``: (p, margin, mean)."""
+
+    @staticmethod
+    def forward(ctx, x, y, w, state):
+        p, margin, mean = state
+        loss, ctx.grad = mm_run(x, y, w, p, margin, mean, True)
+        ctx.state = state
+        ctx.save_for_backward(x, y, w)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad, ctx.grad = ctx.grad, None
+        x, y, w = ctx.saved_tensors
+        p, margin, mean = ctx.state
+        if torch.is_grad_enabled():  # create_graph=True: torch's gradient formula in differentiable ops
+            return _mm_grad(x, y, w, p, margin, mean) * grad_output, None, None, None
+        if grad is None or float(grad_output) != 1.0:  # again (retain_graph), or scaled after summing, as torch
+            _, grad = mm_run(x, y, w, p, margin, mean, True, float(grad_output))
+        return grad, None, None, None
+
+
+def _mm_grad(x, y, w, p: int, margin: float, mean: bool) -> torch.Tensor:
+    """∂loss/∂x of multi_margin_loss (grad_output 1) as differentiable torch ops, for create_graph=True."""
+    n, c = x.shape
+    unit = 1.0 / (n * c) if mean else 1.0 / c
+    z = margin - x.gather(1, y.unsqueeze(1)) + x
+    other = torch.arange(c, device=x.device) != y.unsqueeze(1)
+    h = (z > 0).to(x.dtype) * unit if p == 1 else 2 * unit * z.clamp_min(0)
+    h = torch.where(other, h, torch.zeros((), dtype=x.dtype))
+    if w is not None:
+        h = h * w[y].unsqueeze(1)
+    return h - (~other).to(x.dtype) * h.sum(1, keepdim=True)
+
+
+_mm_apply = eager_apply(NativeMultiMargin)
+
+
+def multi_margin_plain(input, target, p, margin, weight, reduction):
+    """The eager multi_margin_loss of the common case, or None: (N, C) contiguous fp32/fp64 CPU scores, (N,)
+    int64 targets, p 1 or 2, a finite float margin, no weight or a contiguous (C,) one of the input's dtype
+    that needs no grad, 'mean' or 'sum'."""
+    if not (
+        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
+        and type(input) is torch.Tensor
+        and type(target) is torch.Tensor
+        and (input.dtype is torch.float32 or input.dtype is torch.float64)
+        and target.dtype is torch.int64
+        and input.is_cpu
+        and target.is_cpu
+        and input.dim() == 2
+        and target.dim() == 1
+        and input.is_contiguous()
+        and target.is_contiguous()
+        and not input.is_neg()
+        and input.shape[0] == target.shape[0]
+        and input.numel() > 0
+        and (reduction == "mean" or reduction == "sum")
+        and (p == 1 or p == 2)
+        and type(p) is int
+        and type(margin) in (float, int)
+        and abs(margin) < float("inf")
+        and (_lib if _state == "done" else library()) is not None
+    ):
+        return None
+    if weight is not None and not (
+        type(weight) is torch.Tensor
+        and weight.dtype is input.dtype
+        and weight.is_cpu
+        and weight.dim() == 1
+        and weight.shape[0] == input.shape[1]
+        and weight.is_contiguous()
+        and not weight.requires_grad
+        and not weight.is_neg()
+    ):
+        return None
+    mean = reduction == "mean"
+    try:
+        if input.requires_grad and torch.is_grad_enabled():
+            return _mm_apply(input, target, weight, (p, float(margin), mean))
+        return mm_run(input, target, weight, p, float(margin), mean, False)[0]
     except _BadTarget:
         return None

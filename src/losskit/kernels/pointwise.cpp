@@ -492,11 +492,77 @@ int64_t mlm(const MlmCall* a) {
     }
     return 0;
 }
+
+// ---------------------------------------------------------------- multi-class margin: one row against its target
+
+// Σ_{i ≠ y_r} w_{y_r}·max(0, margin - x_{y_r} + x_i)^p / c per row (p = 1 or 2), the rows summed ('mean': / n);
+// the gradient in torch's order: h = g (p = 1) or 2·g·z (p = 2) times w_y per active class, minus their sum at
+// the target, g = 1/(n·c) for 'mean' and 1/c for 'sum', then times the caller's grad_output when has_scale.
+// Returns 0, or 1 + the first row whose target is outside [0, c).
+struct MmCall {
+    int64_t dtype;  // 0 float, 1 double
+    const void* x;
+    const int64_t* y;
+    const void* w;  // (c,) class weights or null
+    void* g;
+    void* loss;
+    int64_t n, c, p;
+    double margin;
+    int64_t mean;
+    int64_t has_scale;
+    double gscale;
+};
+
+template <class T>
+int64_t multi_margin(const MmCall* a) {
+    const T* x = static_cast<const T*>(a->x);
+    const T* w = static_cast<const T*>(a->w);
+    T* g = static_cast<T*>(a->g);
+    const int64_t n = a->n, c = a->c;
+    const T margin = T(a->margin);
+    const T unit = T(a->mean ? 1.0 / (double(n) * double(c)) : 1.0 / double(c));
+    double total = 0.0;
+    for (int64_t r = 0; r < n; ++r) {
+        const int64_t y = ld(a->y + r);
+        if (y < 0 || y >= c) return r + 1;
+        const T* xr = x + r * c;
+        T* gr = g ? g + r * c : nullptr;
+        const T xy = ld(xr + y);
+        const T wy = w ? ld(w + y) : T(1);
+        T sum = 0, gsum = 0;
+        for (int64_t i = 0; i < c; ++i) {
+            if (i == y) continue;
+            const T z = margin - xy + ld(xr + i);
+            T h = 0;
+            if (z > 0) {
+                T l = a->p == 1 ? z : z * z;
+                if (w) l *= wy;
+                sum += l;
+                h = a->p == 1 ? unit : T(2) * unit * z;
+                if (w) h *= wy;
+                gsum += h;
+            }
+            if (gr) st(gr + i, h);
+        }
+        if (gr) st(gr + y, T(-gsum));
+        total += double(T(sum / T(c)));
+    }
+    st(static_cast<T*>(a->loss), T(a->mean ? total / double(n) : total));
+    if (g && a->has_scale) {
+        const T s = T(a->gscale);
+        for (int64_t i = 0; i < n * c; ++i) st(g + i, T(ld(g + i) * s));
+    }
+    return 0;
+}
 }  // namespace
 
 extern "C" {
 
-int losskit_kernel_version() { return 4; }
+int losskit_kernel_version() { return 5; }
+
+int64_t losskit_multi_margin(const MmCall* a) {
+    return a->dtype == 0 ? multi_margin<float>(a) : multi_margin<double>(a);
+}
 
 int64_t losskit_multilabel_margin(const MlmCall* a) { return a->dtype == 0 ? mlm<float>(a) : mlm<double>(a); }
 
