@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import losskit.functional as LF
 from helpers import seeded
 from losskit.engine import native_pointwise as NP
+from losskit.engine import native_targets as NT
 
 DISABLED = os.environ.get("LOSSKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
 pytestmark = pytest.mark.skipif(DISABLED, reason="LOSSKIT_NATIVE=0 in the environment")
@@ -331,13 +332,13 @@ def test_lower_instruction_set_levels_match_torch(tmp_path, level):
 @pytest.fixture
 def nll_calls(monkeypatch):
     calls = []
-    real = NP.nll_run
+    real = NT.nll_run
 
     def spy(*args, **kwargs):
         calls.append(args[0].shape)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(NP, "nll_run", spy)
+    monkeypatch.setattr(NT, "nll_run", spy)
     yield calls
     assert calls, "the NLL kernel was never called"
 
@@ -382,13 +383,13 @@ def test_nll_double_backward_and_bad_target(nll_calls):
 @pytest.fixture
 def mlm_calls(monkeypatch):
     calls = []
-    real = NP.mlm_run
+    real = NT.mlm_run
 
     def spy(*args, **kwargs):
         calls.append(args[0].shape)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(NP, "mlm_run", spy)
+    monkeypatch.setattr(NT, "mlm_run", spy)
     yield calls
     assert calls, "the multi-label margin kernel was never called"
 
@@ -463,13 +464,13 @@ def test_poisson_with_rates(kernel_calls, dtype, eps):
 @pytest.fixture
 def mm_calls(monkeypatch):
     calls = []
-    real = NP.mm_run
+    real = NT.mm_run
 
     def spy(*args, **kwargs):
         calls.append(args[0].shape)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(NP, "mm_run", spy)
+    monkeypatch.setattr(NT, "mm_run", spy)
     yield calls
     assert calls, "the multi-margin kernel was never called"
 
@@ -507,3 +508,20 @@ def test_multi_margin_double_backward_and_bad_target(mm_calls, p):
 
     with pytest.raises(losskit.LossError):
         LF.multi_margin_loss(x, torch.tensor([0, 5, 1, 1]), p=p)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_multilabel_soft_margin_is_bce_with_logits_over_the_classes(kernel_calls, dtype, reduction):
+    """Its 'mean'/'sum' are BCE-with-logits' sum over N·C elements divided by N·C (or C): the same kernel."""
+    g = seeded("mlsm", dtype, reduction)
+    x = torch.randn(6, 9, generator=g, dtype=dtype) * 3
+    t = (torch.rand(6, 9, generator=g, dtype=dtype) > 0.5).to(dtype)
+    ours_x, ref_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = LF.multilabel_soft_margin_loss(ours_x, t, reduction=reduction) * 0.37
+    ref = F.multilabel_soft_margin_loss(ref_x, t, reduction=reduction) * 0.37
+    ours.backward()
+    ref.backward()
+    tol = 1e-14 if dtype == torch.float64 else 2e-6
+    torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=tol, atol=tol)

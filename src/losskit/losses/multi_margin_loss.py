@@ -8,7 +8,7 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, class_indices, randn
 from .._tracing import tracing
-from ..engine import native_pointwise
+from ..engine import native_targets
 from ..engine.autocast import fp32_under_autocast
 from ._base import WeightedLoss
 
@@ -101,9 +101,9 @@ class _MultiMargin(torch.autograd.Function):
 
 
 def _fast(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
-    """The common eager call on losskit's kernel, or None (see native_pointwise.multi_margin_plain)."""
+    """The common eager call on losskit's kernel, or None (see native_targets.multi_margin_plain)."""
     if size_average is None and reduce is None:
-        return native_pointwise.multi_margin_plain(input, target, p, margin, weight, reduction)
+        return native_targets.multi_margin_plain(input, target, p, margin, weight, reduction)
     return None
 
 

@@ -8,7 +8,7 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
 from .._tracing import tracing
-from ..engine import native_pointwise, ops
+from ..engine import native_targets, ops
 from ..engine.autocast import fp32_under_autocast
 from ._base import Loss
 
@@ -37,9 +37,9 @@ def multilabel_margin(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 
 def _fast(input, target, size_average=None, reduce=None, reduction="mean"):
-    """The common eager call on losskit's kernel, or None (see native_pointwise.multilabel_margin_plain)."""
+    """The common eager call on losskit's kernel, or None (see native_targets.multilabel_margin_plain)."""
     if size_average is None and reduce is None:
-        return native_pointwise.multilabel_margin_plain(input, target, reduction)
+        return native_targets.multilabel_margin_plain(input, target, reduction)
     return None
 
 

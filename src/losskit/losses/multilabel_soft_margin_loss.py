@@ -9,7 +9,9 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
 from .._tracing import tracing
+from ..engine import native_pointwise
 from ._base import WeightedLoss
+from .binary_cross_entropy_with_logits import BCE_WITH_LOGITS
 
 CHUNK_ELEMENTS = 1 << 17  # 512 KiB of fp32 per chunk: in cache, few Python steps
 _LOW = (torch.float16, torch.bfloat16)
@@ -129,6 +131,21 @@ def multilabel_soft_margin_loss(
         >>> F.multilabel_soft_margin_loss(x, torch.tensor([[1.0, 0.0, 1.0]]))
         tensor(0.3778)
     """
+    if (
+        weight is None
+        and size_average is None
+        and reduce is None
+        and (reduction == "mean" or reduction == "sum")
+        and type(input) is Tensor
+        and input.dim() == 2
+        and input.shape[1] > 0
+    ):  # the common eager call: BCE with logits on the element-wise kernel, its sum over N·C (or C) elements
+        n, c = input.shape
+        loss = native_pointwise.plain(
+            BCE_WITH_LOGITS, input, target, "sum", divisor=n * c if reduction == "mean" else c
+        )
+        if loss is not None:
+            return loss
     fn = "multilabel_soft_margin_loss"
     _checks.tensor(fn, "input", input)
     _checks.tensor(fn, "target", target)

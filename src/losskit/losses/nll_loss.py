@@ -10,7 +10,7 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, class_indices, randn
 from .._tracing import tracing
-from ..engine import native_pointwise, ops
+from ..engine import native_targets, ops
 from ..engine.autocast import fp32_under_autocast
 from ..engine.rows import as_rows
 from ._base import WeightedLoss
@@ -54,9 +54,9 @@ def nll_rows(
 
 
 def _fast(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
-    """The common eager call on losskit's NLL kernel, or None (see native_pointwise.nll_plain)."""
+    """The common eager call on losskit's NLL kernel, or None (see native_targets.nll_plain)."""
     if weight is None and size_average is None and reduce is None:
-        return native_pointwise.nll_plain(input, target, ignore_index, reduction)
+        return native_targets.nll_plain(input, target, ignore_index, reduction)
     return None
 
 
