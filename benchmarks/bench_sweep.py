@@ -4,7 +4,8 @@ torch and losskit are interleaved round by round on the same inputs and the best
 fixed cost of a call is what small sizes measure, and interleaving keeps a busy machine fair to both). At
 these sizes a call allocates a few KiB to a few MiB; peak memory is measured where it matters, by the
 ``cross_entropy`` and ``elementwise`` suites of the harness (each variant in a fresh process).
-A second section compares ``torch.compile`` (inductor) of both at N=4096, C=32000.
+A second section runs every other loss of the catalog that torch has on the catalog's own sample problem at
+32×10 and 1024×10; a third compares ``torch.compile`` (inductor) of both at N=4096, C=32000.
 
     python benchmarks/bench_sweep.py [--quick] [--out docs]
 
@@ -107,6 +108,56 @@ def sweep(quick: bool) -> list[dict]:
     return rows
 
 
+def catalog(quick: bool) -> list[dict]:
+    """Every loss of losskit's catalog that torch has, with the catalog's own sample problem and typical
+    keywords, at a classifier's batch: torch and losskit interleaved as in :func:`sweep`."""
+    import torch.nn.functional as torch_functional
+
+    from losskit import _catalog
+
+    rows = []
+    for entry in _catalog.entries():
+        reference = getattr(torch_functional, entry.name, None)
+        if reference is None or entry.name == "cross_entropy":  # cross entropy: the sweep above
+            continue
+        for n, c in ((32, 10),) if quick else ((32, 10), (1024, 10)):
+            problem = entry.sample((n, c), torch.float32, torch.Generator().manual_seed(0))
+            k = problem.differentiable
+            kwargs = dict(entry.typical)
+
+            def call(fn, _args=problem.args, _k=k, _kwargs=kwargs):
+                leaves = [a.detach().requires_grad_() if i < _k else a for i, a in enumerate(_args)]
+                fn(*leaves, **_kwargs).backward()
+
+            best = _best_of([lambda f=reference: call(f), lambda f=entry.function: call(f)], 0.5 if quick else 1.5)
+            label = f"{entry.name} (catalog problem)"
+            rows.append({"loss": label, "N": n, "C": c, "torch_us": best[0] * 1e6, "losskit_us": best[1] * 1e6})
+            print(
+                f"{label:36s} N={n:<5d} C={c:<6d} torch {best[0] * 1e6:9.1f} µs  losskit {best[1] * 1e6:9.1f} µs  "
+                f"{best[1] / best[0]:5.2f}×",
+                flush=True,
+            )
+    return rows
+
+
+def _best_of(steps, budget_s: float, rounds: int = 7) -> list[float]:
+    """Best seconds per call of each step (a no-argument callable), rounds interleaved."""
+    for step in steps:
+        for _ in range(3):
+            step()
+    start = time.perf_counter()
+    steps[0]()
+    calls = max(1, min(2000, int(budget_s / rounds / len(steps) / max(time.perf_counter() - start, 1e-6))))
+    best = [float("inf")] * len(steps)
+    for _ in range(rounds):
+        for i, step in enumerate(steps):
+            start = time.perf_counter()
+            for _ in range(calls):
+                step()
+            best[i] = min(best[i], (time.perf_counter() - start) / calls)
+    return best
+
+
 def compiled(quick: bool) -> list[dict]:
     n, c = (1024, 32000) if quick else (4096, 32000)
     x, y, _ = _problem("cross_entropy", n, c)
@@ -128,6 +179,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparison")
     args = parser.parse_args()
     rows = sweep(args.quick)
+    rows += catalog(args.quick)
     if not args.no_compile:
         rows += compiled(args.quick)
     args.out.mkdir(parents=True, exist_ok=True)
