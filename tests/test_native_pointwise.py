@@ -32,6 +32,7 @@ LOSSES = (
     "binary_cross_entropy",
     "kl_div",
     "poisson_nll_loss",
+    "hinge_embedding_loss",
 )
 
 
@@ -46,6 +47,8 @@ def _inputs(name: str, shape, dtype, g: torch.Generator):
         t = t.sign()
     elif name == "kl_div":
         x, t = x.log_softmax(-1), t.softmax(-1)
+    elif name == "hinge_embedding_loss":
+        t = t.sign()
     elif name == "poisson_nll_loss":
         t = torch.poisson(torch.rand(shape, generator=g, dtype=torch.float64) * 4, generator=g)
     return x.to(dtype), t.to(dtype)

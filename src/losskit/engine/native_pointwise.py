@@ -30,9 +30,9 @@ from . import native_build
 from .autograd import eager_apply
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "pointwise.cpp"
-VERSION = 5  # what its losskit_kernel_version() returns
+VERSION = 6  # what its losskit_kernel_version() returns
 
-MSE, L1, HUBER, SMOOTH_L1, SOFT_MARGIN, BCE_LOGITS, BCE, KL, KL_LOG, POISSON_LOG, POISSON = range(11)
+MSE, L1, HUBER, SMOOTH_L1, SOFT_MARGIN, BCE_LOGITS, BCE, KL, KL_LOG, POISSON_LOG, POISSON, HINGE_EMBEDDING = range(12)
 
 PARALLEL_ELEMENTS = 1 << 17  # from here the kernel splits the elements over torch's thread count
 _DTYPES = {torch.float32: 0, torch.float64: 1}

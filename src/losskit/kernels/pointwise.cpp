@@ -59,6 +59,7 @@ enum Kind : int64_t {
     KL_LOG = 8,        // target as log-probabilities
     POISSON_LOG = 9,   // x = log λ (torch's log_input=True)
     POISSON = 10,      // x = λ, p = eps
+    HINGE_EMB = 11,    // p = margin; a target that is neither 1 nor -1 gets both terms, as torch
 };
 
 // Scalar reads and writes through memcpy: a tensor may start at any byte (torch.frombuffer at an odd offset),
@@ -281,6 +282,13 @@ inline Out<T> element(Kind kind, typename M<T>::V x, typename M<T>::V t, T p) {
             const V xe = x + p;
             o.l = x - t * vlog(xe);
             o.g = 1 - t / xe;
+            break;
+        }
+        case HINGE_EMB: {  // [t ≠ 1]·max(0, p - x) + [t ≠ -1]·x, ∂/∂x = [t ≠ -1] - [t ≠ 1]·[p - x ≥ 0]
+            const V z = p - x;
+            const V zero = m::splat(0), one = m::splat(1);
+            o.l = (t != 1 ? (z < 0 ? zero : z) : zero) + (t != -1 ? x : zero);  // clamp keeps a NaN, as torch
+            o.g = (t != -1 ? one : zero) - (t != 1 ? (z >= 0 ? one : zero) : zero);
             break;
         }
         case KL_LOG: {  // e^t·(t - x), ∂/∂x = -e^t
@@ -558,7 +566,7 @@ int64_t multi_margin(const MmCall* a) {
 
 extern "C" {
 
-int losskit_kernel_version() { return 5; }
+int losskit_kernel_version() { return 6; }
 
 int64_t losskit_multi_margin(const MmCall* a) {
     return a->dtype == 0 ? multi_margin<float>(a) : multi_margin<double>(a);

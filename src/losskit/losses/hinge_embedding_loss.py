@@ -8,7 +8,7 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
 from .._tracing import tracing
-from ..engine import pointwise
+from ..engine import native_pointwise, pointwise
 from ..engine.autocast import fp32_under_autocast
 from ..engine.pointwise import Pointwise
 from ._base import Loss
@@ -29,10 +29,24 @@ def _grad(x, y, margin, out):
     return hinge.mul_(y != 1).neg_().add_(y != -1)
 
 
-HINGE = Pointwise("hinge_embedding_loss", lambda x, y, m: hinge_embedding(x, y, m), _grad)
+HINGE = Pointwise(
+    "hinge_embedding_loss",
+    lambda x, y, m: hinge_embedding(x, y, m),
+    _grad,
+    native=lambda m: (
+        (native_pointwise.HINGE_EMBEDDING, float(m)) if type(m) in (float, int) and abs(m) < float("inf") else None
+    ),
+)
 
 
-@fp32_under_autocast  # on torch's fp32 autocast list
+def _fast(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):
+    """The common eager call on losskit's element-wise kernel, or None (see native_pointwise.plain)."""
+    if size_average is None and reduce is None:
+        return native_pointwise.plain(HINGE, input, target, reduction, margin)
+    return None
+
+
+@fp32_under_autocast(fast=_fast)  # on torch's fp32 autocast list
 def hinge_embedding_loss(
     input: torch.Tensor,
     target: torch.Tensor,
