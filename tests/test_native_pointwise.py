@@ -528,3 +528,55 @@ def test_multilabel_soft_margin_is_bce_with_logits_over_the_classes(kernel_calls
     tol = 1e-14 if dtype == torch.float64 else 2e-6
     torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
     torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=tol, atol=tol)
+
+
+# ================================================================================ margin ranking
+
+
+@pytest.fixture
+def mr_calls(monkeypatch):
+    calls = []
+    real = NT.mr_run
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(NT, "mr_run", spy)
+    yield calls
+    assert calls, "the margin-ranking kernel was never called"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("which", ["both", "first", "second"])
+@pytest.mark.parametrize("scale", [1.0, 0.37])
+def test_margin_ranking_matches_torch(mr_calls, dtype, reduction, which, scale):
+    """Both inputs or one requiring grad, a scaled loss, a second backward; ties (z = 0) and a NaN included."""
+    g = seeded("mr", dtype, reduction, which, scale)
+    x1 = torch.randn(33, generator=g, dtype=dtype)
+    x2 = torch.randn(33, generator=g, dtype=dtype)
+    y = torch.randn(33, generator=g, dtype=dtype).sign()
+    x2[0] = x1[0] - 0.25 * y[0]  # z = -y·(x1 - x2) + 0.25 = 0: torch's clamp passes the gradient there
+    x1[1] = float("nan")
+    ours1, ours2 = x1.clone().requires_grad_(which != "second"), x2.clone().requires_grad_(which != "first")
+    ref1, ref2 = x1.clone().requires_grad_(which != "second"), x2.clone().requires_grad_(which != "first")
+    ours = LF.margin_ranking_loss(ours1, ours2, y, margin=0.25, reduction=reduction) * scale
+    ref = F.margin_ranking_loss(ref1, ref2, y, margin=0.25, reduction=reduction) * scale
+    ours.backward(retain_graph=True)
+    ours.backward()
+    ref.backward(retain_graph=True)
+    ref.backward()
+    torch.testing.assert_close(ours, ref, equal_nan=True)
+    for a, b in ((ours1, ref1), (ours2, ref2)):
+        assert (a.grad is None) == (b.grad is None)
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+
+
+def test_margin_ranking_double_backward(mr_calls):
+    g = seeded("mr-gg")
+    x1 = torch.randn(6, generator=g, dtype=torch.float64).requires_grad_()
+    x2 = torch.randn(6, generator=g, dtype=torch.float64).requires_grad_()
+    y = torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0, -1.0], dtype=torch.float64)
+    assert torch.autograd.gradgradcheck(lambda a, b: LF.margin_ranking_loss(a, b, y, margin=0.1), (x1, x2))

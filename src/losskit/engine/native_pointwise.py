@@ -30,7 +30,7 @@ from . import native_build
 from .autograd import eager_apply
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "pointwise.cpp"
-VERSION = 6  # what its losskit_kernel_version() returns
+VERSION = 7  # what its losskit_kernel_version() returns
 
 MSE, L1, HUBER, SMOOTH_L1, SOFT_MARGIN, BCE_LOGITS, BCE, KL, KL_LOG, POISSON_LOG, POISSON, HINGE_EMBEDDING = range(12)
 
@@ -102,6 +102,8 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         for entry in (lib.losskit_pointwise, lib.losskit_nll, lib.losskit_multilabel_margin, lib.losskit_multi_margin):
             entry.restype = ctypes.c_int64
             entry.argtypes = [ctypes.c_void_p]
+        lib.losskit_margin_ranking.restype = None
+        lib.losskit_margin_ranking.argtypes = [ctypes.c_void_p]
     except Exception as exc:  # noqa: BLE001 - any failure means: use torch ops, and say why
         return None, f"build failed, using torch ops: {type(exc).__name__}: {exc}"
     return lib, f"loaded {path}" + (f" (sanitizers: {sanitize})" if sanitize else "")

@@ -1,5 +1,5 @@
-"""Class-index losses on losskit's element-wise kernel library (``kernels/pointwise.cpp``): NLL, multi-label
-margin and multi-class margin, each in one native call for its common eager case.
+"""Class-index and ranking losses on losskit's element-wise kernel library (``kernels/pointwise.cpp``): NLL,
+multi-label margin, multi-class margin and margin ranking, each in one native call for its common eager case.
 
 Each ``*_plain`` function returns the loss of an eager call it covers (plain contiguous fp32/fp64 CPU tensors,
 'mean' or 'sum', not traced) or None, and the loss's general path then validates and raises the clear errors.
@@ -384,3 +384,113 @@ def multi_margin_plain(input, target, p, margin, weight, reduction):
         return mm_run(input, target, weight, p, float(margin), mean, False)[0]
     except _BadTarget:
         return None
+
+
+# ================================================================================ margin ranking
+
+
+class _MrCall(ctypes.Structure):
+    """The kernel's ``MrCall``, field for field."""
+
+    _fields_ = [
+        ("dtype", ctypes.c_int64),
+        ("x1", ctypes.c_void_p),
+        ("x2", ctypes.c_void_p),
+        ("y", ctypes.c_void_p),
+        ("g1", ctypes.c_void_p),
+        ("g2", ctypes.c_void_p),
+        ("loss", ctypes.c_void_p),
+        ("n", ctypes.c_int64),
+        ("margin", ctypes.c_double),
+        ("mean", ctypes.c_int64),
+        ("gscale", ctypes.c_double),
+    ]
+
+
+def mr_run(x1, x2, y, margin: float, mean: bool, grads: tuple[bool, bool], gscale: float | None = None):
+    """(loss, ∂/∂x1 or None, ∂/∂x2 or None) of margin_ranking_loss on same-shape contiguous tensors."""
+    n = x1.numel()
+    g1 = torch.empty_like(x1) if grads[0] else None
+    g2 = torch.empty_like(x2) if grads[1] else None
+    out = torch.empty((), dtype=x1.dtype)
+    try:
+        call = _local.mr
+    except AttributeError:
+        call = _local.mr = _MrCall()
+    call.dtype = _DTYPES[x1.dtype]
+    call.x1 = x1.data_ptr()
+    call.x2 = x2.data_ptr()
+    call.y = y.data_ptr()
+    call.g1 = None if g1 is None else g1.data_ptr()
+    call.g2 = None if g2 is None else g2.data_ptr()
+    call.loss = out.data_ptr()
+    call.n = n
+    call.margin = margin
+    call.mean = 1 if mean else 0
+    call.gscale = (1.0 / n if mean else 1.0) if gscale is None else gscale
+    native_pointwise.library().losskit_margin_ranking(ctypes.addressof(call))  # type: ignore[union-attr]
+    return out, g1, g2
+
+
+class NativeMarginRanking(torch.autograd.Function):
+    """``state``: (margin, mean)."""
+
+    @staticmethod
+    def forward(ctx, x1, x2, y, state):
+        margin, mean = state
+        ctx.wants = (ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        loss, g1, g2 = mr_run(x1, x2, y, margin, mean, ctx.wants)
+        ctx.grads, ctx.state = (g1, g2), state
+        ctx.save_for_backward(x1, x2, y)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grads, ctx.grads = ctx.grads, None
+        x1, x2, y = ctx.saved_tensors
+        margin, mean = ctx.state
+        if torch.is_grad_enabled():  # create_graph=True: piecewise linear, the gradients are constant in x
+            _, g1, g2 = mr_run(x1, x2, y, margin, mean, ctx.wants)
+            return (None if g1 is None else g1 * grad_output), (None if g2 is None else g2 * grad_output), None, None
+        if grads is None or float(grad_output) != 1.0:  # again (retain_graph), or scaled as torch's mean scales
+            go = float(grad_output)
+            _, g1, g2 = mr_run(x1, x2, y, margin, mean, ctx.wants, float(grad_output / x1.numel()) if mean else go)
+            grads = (g1, g2)
+        return grads[0], grads[1], None, None
+
+
+_mr_apply = eager_apply(NativeMarginRanking)
+
+
+def margin_ranking_plain(input1, input2, target, margin, reduction):
+    """The eager margin_ranking_loss of the common case, or None: three same-shape contiguous fp32/fp64 CPU
+    tensors of one dtype (the target needing no grad), a finite float margin, 'mean' or 'sum'."""
+    if not (
+        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
+        and type(input1) is torch.Tensor
+        and type(input2) is torch.Tensor
+        and type(target) is torch.Tensor
+        and (input1.dtype is torch.float32 or input1.dtype is torch.float64)
+        and input2.dtype is input1.dtype
+        and target.dtype is input1.dtype
+        and input1.is_cpu
+        and input2.is_cpu
+        and target.is_cpu
+        and input1.shape == input2.shape
+        and input1.shape == target.shape
+        and input1.is_contiguous()
+        and input2.is_contiguous()
+        and target.is_contiguous()
+        and not (input1.is_neg() or input2.is_neg() or target.is_neg())
+        and not target.requires_grad
+        and input1.numel() > 0
+        and (reduction == "mean" or reduction == "sum")
+        and type(margin) in (float, int)
+        and abs(margin) < float("inf")
+        and _available()
+    ):
+        return None
+    mean = reduction == "mean"
+    if (input1.requires_grad or input2.requires_grad) and torch.is_grad_enabled():
+        return _mr_apply(input1, input2, target, (float(margin), mean))
+    return mr_run(input1, input2, target, float(margin), mean, (False, False))[0]

@@ -562,11 +562,56 @@ int64_t multi_margin(const MmCall* a) {
     }
     return 0;
 }
+
+// ---------------------------------------------------------------- margin ranking: two inputs differentiated
+
+// max(0, -y·(x1 - x2) + margin) per element, summed in double ('mean': / n); the gradients of the reduced loss,
+// ∓y·[z ≥ 0]·scale (torch's clamp passes the gradient at z = 0; NaN passes none), to g1 and g2 when not null.
+struct MrCall {
+    int64_t dtype;  // 0 float, 1 double
+    const void* x1;
+    const void* x2;
+    const void* y;
+    void* g1;
+    void* g2;
+    void* loss;
+    int64_t n;
+    double margin;
+    int64_t mean;
+    double gscale;  // the gradients' factor (1/n for 'mean' unless the caller's grad_output says otherwise)
+};
+
+template <class T>
+void margin_ranking(const MrCall* a) {
+    const T* x1 = static_cast<const T*>(a->x1);
+    const T* x2 = static_cast<const T*>(a->x2);
+    const T* y = static_cast<const T*>(a->y);
+    T* g1 = static_cast<T*>(a->g1);
+    T* g2 = static_cast<T*>(a->g2);
+    const T margin = T(a->margin), scale = T(a->gscale);
+    double total = 0.0;
+    for (int64_t i = 0; i < a->n; ++i) {
+        const T yi = ld(y + i);
+        const T z = -yi * (ld(x1 + i) - ld(x2 + i)) + margin;
+        total += double(z < 0 ? T(0) : z);  // a NaN stays NaN, as torch's clamp_min
+        const T d = z >= 0 ? yi * scale : T(0);
+        if (g1) st(g1 + i, T(-d));
+        if (g2) st(g2 + i, d);
+    }
+    st(static_cast<T*>(a->loss), T(a->mean ? total / double(a->n) : total));
+}
 }  // namespace
 
 extern "C" {
 
-int losskit_kernel_version() { return 6; }
+int losskit_kernel_version() { return 7; }
+
+void losskit_margin_ranking(const MrCall* a) {
+    if (a->dtype == 0)
+        margin_ranking<float>(a);
+    else
+        margin_ranking<double>(a);
+}
 
 int64_t losskit_multi_margin(const MmCall* a) {
     return a->dtype == 0 ? multi_margin<float>(a) : multi_margin<double>(a);
