@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import losskit.functional as LF
 from helpers import seeded
+from losskit.engine import native_pairs as NPR
 from losskit.engine import native_pointwise as NP
 from losskit.engine import native_targets as NT
 
@@ -536,13 +537,13 @@ def test_multilabel_soft_margin_is_bce_with_logits_over_the_classes(kernel_calls
 @pytest.fixture
 def mr_calls(monkeypatch):
     calls = []
-    real = NT.mr_run
+    real = NPR.mr_run
 
     def spy(*args, **kwargs):
         calls.append(args[0].shape)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(NT, "mr_run", spy)
+    monkeypatch.setattr(NPR, "mr_run", spy)
     yield calls
     assert calls, "the margin-ranking kernel was never called"
 
@@ -580,3 +581,57 @@ def test_margin_ranking_double_backward(mr_calls):
     x2 = torch.randn(6, generator=g, dtype=torch.float64).requires_grad_()
     y = torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0, -1.0], dtype=torch.float64)
     assert torch.autograd.gradgradcheck(lambda a, b: LF.margin_ranking_loss(a, b, y, margin=0.1), (x1, x2))
+
+
+# ================================================================================ Gaussian NLL
+
+
+@pytest.fixture
+def gn_calls(monkeypatch):
+    calls = []
+    real = NPR.gn_run
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(NPR, "gn_run", spy)
+    yield calls
+    assert calls, "the Gaussian NLL kernel was never called"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("full", [False, True])
+@pytest.mark.parametrize("scale", [1.0, 0.37])
+def test_gaussian_nll_matches_torch(gn_calls, dtype, reduction, full, scale):
+    """Both gradients (input and var), variances below eps (clamped, gradient passed through), a scaled loss
+    and a second backward through the same graph."""
+    g = seeded("gn", dtype, reduction, full, scale)
+    x = torch.randn(8, 5, generator=g, dtype=dtype)
+    t = torch.randn(8, 5, generator=g, dtype=dtype)
+    v = torch.rand(8, 5, generator=g, dtype=dtype) + 0.1
+    v[0, :3] = torch.tensor([0.0, 1e-9, 1e-6], dtype=dtype)
+    ox, ov, rx, rv = (a.clone().requires_grad_() for a in (x, v, x, v))
+    ours = LF.gaussian_nll_loss(ox, t, ov, full=full, reduction=reduction) * scale
+    ref = F.gaussian_nll_loss(rx, t, rv, full=full, reduction=reduction) * scale
+    ours.backward(retain_graph=True)
+    ours.backward()
+    ref.backward(retain_graph=True)
+    ref.backward()
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(ox.grad, rx.grad, rtol=tol, atol=tol)
+    torch.testing.assert_close(ov.grad, rv.grad, rtol=tol, atol=tol)
+
+
+def test_gaussian_nll_double_backward_and_negative_var(gn_calls):
+    g = seeded("gn-gg")
+    x = torch.randn(3, 4, generator=g, dtype=torch.float64).requires_grad_()
+    t = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    v = (torch.rand(3, 4, generator=g, dtype=torch.float64) + 0.2).requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda a, b: LF.gaussian_nll_loss(a, t, b), (x, v))
+    import losskit
+
+    with pytest.raises(losskit.LossError, match="var"):
+        LF.gaussian_nll_loss(x, t, -v.detach())

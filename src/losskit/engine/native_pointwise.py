@@ -30,7 +30,7 @@ from . import native_build
 from .autograd import eager_apply
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "pointwise.cpp"
-VERSION = 7  # what its losskit_kernel_version() returns
+VERSION = 8  # what its losskit_kernel_version() returns
 
 MSE, L1, HUBER, SMOOTH_L1, SOFT_MARGIN, BCE_LOGITS, BCE, KL, KL_LOG, POISSON_LOG, POISSON, HINGE_EMBEDDING = range(12)
 
@@ -99,7 +99,13 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         return None, "LOSSKIT_SANITIZE asks for AddressSanitizer, which needs LD_PRELOAD of libasan; using torch ops"
     try:
         lib, path = native_build.build_and_load(SOURCE, VERSION, cxx, sanitize)
-        for entry in (lib.losskit_pointwise, lib.losskit_nll, lib.losskit_multilabel_margin, lib.losskit_multi_margin):
+        for entry in (
+            lib.losskit_pointwise,
+            lib.losskit_nll,
+            lib.losskit_multilabel_margin,
+            lib.losskit_multi_margin,
+            lib.losskit_gaussian_nll,
+        ):
             entry.restype = ctypes.c_int64
             entry.argtypes = [ctypes.c_void_p]
         lib.losskit_margin_ranking.restype = None

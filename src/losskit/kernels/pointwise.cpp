@@ -600,11 +600,61 @@ void margin_ranking(const MrCall* a) {
     }
     st(static_cast<T*>(a->loss), T(a->mean ? total / double(a->n) : total));
 }
+
+// ---------------------------------------------------------------- Gaussian NLL: input and variance differentiated
+
+// ½·(log v + (x - t)²/v) per element (+ ½·log 2π when full), v = max(var, eps) (the clamp passes the gradient
+// as the identity, as torch's clamp of a clone under no_grad), summed in double ('mean': / n); the gradients of
+// the reduced loss, (x - t)/v·scale and ½·(1/v - (x - t)²/v²)·scale, to gx and gv when not null.
+// Returns 0, or 1 + the first element whose var is negative (or NaN): the caller's checks raise.
+struct GnCall {
+    int64_t dtype;  // 0 float, 1 double
+    const void* x;
+    const void* t;
+    const void* v;
+    void* gx;
+    void* gv;
+    void* loss;
+    int64_t n;
+    double eps;
+    int64_t full;
+    int64_t mean;
+    double gscale;
+};
+
+template <class T>
+int64_t gaussian_nll(const GnCall* a) {
+    const T* x = static_cast<const T*>(a->x);
+    const T* t = static_cast<const T*>(a->t);
+    const T* var = static_cast<const T*>(a->v);
+    T* gx = static_cast<T*>(a->gx);
+    T* gv = static_cast<T*>(a->gv);
+    const T eps = T(a->eps), scale = T(a->gscale);
+    const T half_log_2pi = T(0.91893853320467274178);
+    double total = 0.0;
+    for (int64_t i = 0; i < a->n; ++i) {
+        const T v0 = ld(var + i);
+        if (!(v0 >= 0)) return i + 1;
+        const T v = v0 < eps ? eps : v0;
+        const T d = ld(x + i) - ld(t + i);
+        T l = T(0.5) * (std::log(v) + d * d / v);
+        if (a->full) l += half_log_2pi;
+        total += double(l);
+        if (gx) st(gx + i, T(d / v * scale));
+        if (gv) st(gv + i, T(T(0.5) * (T(1) / v - d * d / (v * v)) * scale));
+    }
+    st(static_cast<T*>(a->loss), T(a->mean ? total / double(a->n) : total));
+    return 0;
+}
 }  // namespace
 
 extern "C" {
 
-int losskit_kernel_version() { return 7; }
+int losskit_kernel_version() { return 8; }
+
+int64_t losskit_gaussian_nll(const GnCall* a) {
+    return a->dtype == 0 ? gaussian_nll<float>(a) : gaussian_nll<double>(a);
+}
 
 void losskit_margin_ranking(const MrCall* a) {
     if (a->dtype == 0)

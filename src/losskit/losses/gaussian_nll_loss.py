@@ -10,6 +10,7 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
 from .._tracing import tracing
+from ..engine import native_pairs
 from ._base import Loss
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -174,6 +175,9 @@ def gaussian_nll_loss(
         >>> F.gaussian_nll_loss(x, t, torch.tensor([0.5, 2.0]))  # one variance per row
         tensor(0.3125)
     """
+    fast = native_pairs.gaussian_nll_plain(input, target, var, full, eps, reduction)  # the common eager call
+    if fast is not None:
+        return fast
     fn = "gaussian_nll_loss"
     _checks.tensor(fn, "input", input)
     _checks.tensor(fn, "target", target)

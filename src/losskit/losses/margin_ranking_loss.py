@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
-from ..engine import native_targets
+from ..engine import native_pairs
 from ..engine.autocast import fp32_under_autocast
 from ._base import Loss
 
@@ -18,9 +18,9 @@ def margin_ranking(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor, margin: 
 
 
 def _fast(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
-    """The common eager call on losskit's kernel, or None (see native_targets.margin_ranking_plain)."""
+    """The common eager call on losskit's kernel, or None (see native_pairs.margin_ranking_plain)."""
     if size_average is None and reduce is None:
-        return native_targets.margin_ranking_plain(input1, input2, target, margin, reduction)
+        return native_pairs.margin_ranking_plain(input1, input2, target, margin, reduction)
     return None
 
 
