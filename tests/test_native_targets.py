@@ -292,3 +292,37 @@ def test_gaussian_nll_double_backward_and_negative_var(gn_calls):
 
     with pytest.raises(losskit.LossError, match="var"):
         LF.gaussian_nll_loss(x, t, -v.detach())
+
+
+# ================================================================================ linear CE, a classifier head's batch
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("scale", [1.0, 0.37])
+def test_small_linear_cross_entropy_matches_torch(monkeypatch, reduction, scale):
+    """N·V up to 64k: one matmul, the small CE kernel, two matmuls; ignored rows, a scaled loss, retain_graph."""
+    from losskit.engine import small
+
+    calls = []
+    real = small._run
+    monkeypatch.setattr(small, "_run", lambda x, *a: calls.append(x.shape) or real(x, *a))
+    g = seeded("small-lce", reduction, scale)
+    h = torch.randn(32, 6, generator=g)
+    w = torch.randn(10, 6, generator=g)
+    y = torch.randint(0, 10, (32,), generator=g)
+    y[::5] = -100
+    oh, ow, rh, rw = (a.clone().requires_grad_() for a in (h, w, h, w))
+    ours = LF.linear_cross_entropy(oh, ow, y, reduction=reduction) * scale
+    ref = F.linear_cross_entropy(rh, rw, y, reduction=reduction) * scale
+    ours.backward(retain_graph=True)
+    ours.backward()
+    ref.backward(retain_graph=True)
+    ref.backward()
+    assert calls and calls[0] == (32, 10)
+    torch.testing.assert_close(ours, ref, rtol=2e-6, atol=1e-6)
+    torch.testing.assert_close(oh.grad, rh.grad, rtol=2e-5, atol=1e-6)
+    torch.testing.assert_close(ow.grad, rw.grad, rtol=2e-5, atol=1e-6)
+    import losskit
+
+    with pytest.raises(losskit.LossError, match="linear_cross_entropy"):
+        LF.linear_cross_entropy(h, w, torch.full((32,), 10))

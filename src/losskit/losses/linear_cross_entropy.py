@@ -23,9 +23,11 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Entry, Problem, class_indices, randn
-from .._tracing import tracing
+from .._checks.errors import LossError
+from .._tracing import _functorch_active, _is_compiling, _jit_tracing, tracing
+from ..engine import small
 from ..engine.autocast import lower_precision_under_autocast
-from ..engine.autograd import acc_dtype, first_order_only
+from ..engine.autograd import acc_dtype, eager_apply, first_order_only
 from ..engine.rows import CrossEntropyOptions, RowPlan
 from ._base import WeightedLoss
 from .cross_entropy import cross_entropy, traced_cross_entropy
@@ -150,6 +152,73 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return (*out, None, None, None, None)
 
 
+class _SmallLinearCrossEntropy(torch.autograd.Function):
+    """A classifier head's batch (N·V up to small.MAX_ELEMENTS): the logits in one matmul, the small CE kernel
+    (loss and ∂loss/∂logits in one call), both gradients in two more, all in the forward pass."""
+
+    @staticmethod
+    def forward(ctx, h, w, target, opts: CrossEntropyOptions):
+        loss, g = small._run(torch.mm(h, w.t()), target, None, opts, True)
+        ctx.grads = (torch.mm(g, w) if ctx.needs_input_grad[0] else None, torch.mm(g.t(), h))
+        ctx.opts = opts
+        ctx.save_for_backward(h, w, target)
+        return loss
+
+    @staticmethod
+    @first_order_only
+    def backward(ctx, grad_output):
+        grads, ctx.grads = ctx.grads, None
+        if grads is None:  # a second backward through this graph (retain_graph=True): compute them again
+            h, w, target = ctx.saved_tensors
+            _, g = small._run(torch.mm(h, w.t()), target, None, ctx.opts, True)
+            grads = (torch.mm(g, w), torch.mm(g.t(), h))
+        if float(grad_output) != 1.0:
+            grads = tuple(None if x is None else x.mul_(grad_output) for x in grads)
+        return grads[0], grads[1], None, None
+
+
+_small_apply = eager_apply(_SmallLinearCrossEntropy)
+
+
+def _small(input, linear_weight, target, linear_bias, weight, reduction, ignore_index, label_smoothing, extras):
+    """The loss of a small eager call ((N, H) and (V, H) fp32 contiguous, (N,) int64 targets, no bias, class
+    weight or option beyond ignore_index, 'mean'/'sum'), or None for the general path."""
+    if not (
+        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
+        and linear_bias is None
+        and weight is None
+        and not any(extras)
+        and (reduction == "mean" or reduction == "sum")
+        and (ignore_index is None or type(ignore_index) is int)
+        and type(label_smoothing) in (float, int)
+        and label_smoothing == 0
+        and type(input) is Tensor
+        and type(linear_weight) is Tensor
+        and type(target) is Tensor
+        and input.dtype is torch.float32
+        and linear_weight.dtype is torch.float32
+        and target.dtype is torch.int64
+        and input.dim() == 2
+        and linear_weight.dim() == 2
+        and target.dim() == 1
+        and input.is_cpu
+        and linear_weight.is_cpu
+        and input.shape[1] == linear_weight.shape[1]
+        and input.shape[0] == target.shape[0]
+        and 0 < input.shape[0] * linear_weight.shape[0] <= small.MAX_ELEMENTS
+        and target.is_contiguous()
+        and small._kernel() is not None
+    ):
+        return None
+    opts = CrossEntropyOptions(reduction, -100 if ignore_index is None else ignore_index)
+    try:
+        if (input.requires_grad or linear_weight.requires_grad) and torch.is_grad_enabled():
+            return _small_apply(input, linear_weight, target, opts)
+        return small._run(torch.mm(input, linear_weight.t()), target, None, opts, False)[0]
+    except LossError:  # a target out of range: the general path raises it under this loss's name
+        return None
+
+
 def fused_linear_cross_entropy(h, w, b, target, weight, opts: CrossEntropyOptions, step: int) -> torch.Tensor:
     """``h`` (rows, H), ``w`` (V, H), ``b`` (V,) or None, ``target`` (rows,) or (rows, V) probabilities.
 
@@ -232,6 +301,19 @@ def linear_cross_entropy(
         >>> F.linear_cross_entropy(h, W, torch.tensor([0, 1, 2]), chunk_size=1)  # any chunking, same numbers
         tensor(1.0094)
     """
+    loss = _small(
+        input,
+        linear_weight,
+        target,
+        linear_bias,
+        weight,
+        reduction,
+        ignore_index,
+        label_smoothing,
+        (options, z_loss, softcap, chunk_size, memory_budget),
+    )
+    if loss is not None:
+        return loss
     fn = "linear_cross_entropy"
     _checks.tensor(fn, "input", input)
     _checks.tensor(fn, "linear_weight", linear_weight)
