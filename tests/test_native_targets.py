@@ -18,6 +18,21 @@ from losskit.engine import native_pairs as NPR
 from losskit.engine import native_pointwise as NP
 from losskit.engine import native_targets as NT
 
+
+def _spied(monkeypatch, module, name: str, never: str):
+    """Records the shapes ``module.name`` (a kernel entry) is called with; fails the test if it never was."""
+    calls = []
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    yield calls
+    assert calls, never
+
+
 DISABLED = os.environ.get("LOSSKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
 pytestmark = pytest.mark.skipif(DISABLED, reason="LOSSKIT_NATIVE=0 in the environment")
 
@@ -27,16 +42,7 @@ pytestmark = pytest.mark.skipif(DISABLED, reason="LOSSKIT_NATIVE=0 in the enviro
 
 @pytest.fixture
 def nll_calls(monkeypatch):
-    calls = []
-    real = NT.nll_run
-
-    def spy(*args, **kwargs):
-        calls.append(args[0].shape)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(NT, "nll_run", spy)
-    yield calls
-    assert calls, "the NLL kernel was never called"
+    yield from _spied(monkeypatch, NT, "nll_run", "the NLL kernel was never called")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
@@ -78,16 +84,7 @@ def test_nll_double_backward_and_bad_target(nll_calls):
 
 @pytest.fixture
 def mlm_calls(monkeypatch):
-    calls = []
-    real = NT.mlm_run
-
-    def spy(*args, **kwargs):
-        calls.append(args[0].shape)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(NT, "mlm_run", spy)
-    yield calls
-    assert calls, "the multi-label margin kernel was never called"
+    yield from _spied(monkeypatch, NT, "mlm_run", "the multi-label margin kernel was never called")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
@@ -141,16 +138,7 @@ def test_nll_large_gradient_zeroed_by_torch(nll_calls):
 
 @pytest.fixture
 def mm_calls(monkeypatch):
-    calls = []
-    real = NT.mm_run
-
-    def spy(*args, **kwargs):
-        calls.append(args[0].shape)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(NT, "mm_run", spy)
-    yield calls
-    assert calls, "the multi-margin kernel was never called"
+    yield from _spied(monkeypatch, NT, "mm_run", "the multi-margin kernel was never called")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
@@ -193,16 +181,7 @@ def test_multi_margin_double_backward_and_bad_target(mm_calls, p):
 
 @pytest.fixture
 def mr_calls(monkeypatch):
-    calls = []
-    real = NPR.mr_run
-
-    def spy(*args, **kwargs):
-        calls.append(args[0].shape)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(NPR, "mr_run", spy)
-    yield calls
-    assert calls, "the margin-ranking kernel was never called"
+    yield from _spied(monkeypatch, NPR, "mr_run", "the margin-ranking kernel was never called")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
@@ -245,16 +224,7 @@ def test_margin_ranking_double_backward(mr_calls):
 
 @pytest.fixture
 def gn_calls(monkeypatch):
-    calls = []
-    real = NPR.gn_run
-
-    def spy(*args, **kwargs):
-        calls.append(args[0].shape)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(NPR, "gn_run", spy)
-    yield calls
-    assert calls, "the Gaussian NLL kernel was never called"
+    yield from _spied(monkeypatch, NPR, "gn_run", "the Gaussian NLL kernel was never called")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])

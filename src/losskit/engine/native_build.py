@@ -45,6 +45,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -414,3 +415,20 @@ def build_and_load(source: Path, version: int, cxx: str, sanitize: str | None) -
         if lib is None:
             raise _BuildFailed(f"{target} was built but does not load as kernel version {version}")
         return lib, target
+
+
+_per_thread = threading.local()
+
+
+def thread_struct(cls: type) -> tuple:
+    """This thread's one instance of the ctypes Structure ``cls`` and its address: a kernel's arguments are
+    filled into it in place (one converted argument per call instead of one per field) and the kernel reads it
+    while the GIL is released, so each thread has its own."""
+    slots = getattr(_per_thread, "slots", None)
+    if slots is None:
+        slots = _per_thread.slots = {}
+    slot = slots.get(cls)  # keyed by the class itself: two kernels' structs may share a name
+    if slot is None:
+        instance = cls()
+        slot = slots[cls] = (instance, ctypes.addressof(instance))
+    return slot

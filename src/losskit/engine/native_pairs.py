@@ -15,9 +15,9 @@ import ctypes
 import torch
 
 from .._tracing import _functorch_active, _is_compiling, _jit_tracing
-from . import native_pointwise
+from . import native_build, native_pointwise
 from .autograd import eager_apply
-from .native_targets import _DTYPES, _available, _local
+from .native_targets import _DTYPES, _available
 
 # ================================================================================ margin ranking
 
@@ -46,10 +46,7 @@ def mr_run(x1, x2, y, margin: float, mean: bool, grads: tuple[bool, bool], gscal
     g1 = torch.empty_like(x1) if grads[0] else None
     g2 = torch.empty_like(x2) if grads[1] else None
     out = torch.empty((), dtype=x1.dtype)
-    try:
-        call = _local.mr
-    except AttributeError:
-        call = _local.mr = _MrCall()
+    call, address = native_build.thread_struct(_MrCall)
     call.dtype = _DTYPES[x1.dtype]
     call.x1 = x1.data_ptr()
     call.x2 = x2.data_ptr()
@@ -61,7 +58,7 @@ def mr_run(x1, x2, y, margin: float, mean: bool, grads: tuple[bool, bool], gscal
     call.margin = margin
     call.mean = 1 if mean else 0
     call.gscale = (1.0 / n if mean else 1.0) if gscale is None else gscale
-    native_pointwise.library().losskit_margin_ranking(ctypes.addressof(call))  # type: ignore[union-attr]
+    native_pointwise.library().losskit_margin_ranking(address)  # type: ignore[union-attr]
     return out, g1, g2
 
 
@@ -163,10 +160,7 @@ def gn_run(x, t, v, eps: float, full: bool, mean: bool, grads: tuple[bool, bool]
     gx = torch.empty_like(x) if grads[0] else None
     gv = torch.empty_like(v) if grads[1] else None
     out = torch.empty((), dtype=x.dtype)
-    try:
-        call = _local.gn
-    except AttributeError:
-        call = _local.gn = _GnCall()
+    call, address = native_build.thread_struct(_GnCall)
     call.dtype = _DTYPES[x.dtype]
     call.x = x.data_ptr()
     call.t = t.data_ptr()
@@ -179,7 +173,7 @@ def gn_run(x, t, v, eps: float, full: bool, mean: bool, grads: tuple[bool, bool]
     call.full = 1 if full else 0
     call.mean = 1 if mean else 0
     call.gscale = (1.0 / n if mean else 1.0) if gscale is None else gscale
-    if native_pointwise.library().losskit_gaussian_nll(ctypes.addressof(call)):  # type: ignore[union-attr]
+    if native_pointwise.library().losskit_gaussian_nll(address):  # type: ignore[union-attr]
         raise _BadVar
     return out, gx, gv
 

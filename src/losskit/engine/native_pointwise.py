@@ -63,18 +63,6 @@ class _Call(ctypes.Structure):
     ]
 
 
-_local = threading.local()  # one struct per thread: the kernel reads it while the GIL is released
-
-
-def _struct() -> tuple[_Call, int]:
-    try:
-        return _local.call
-    except AttributeError:
-        call = _Call()
-        _local.call = (call, ctypes.addressof(call))
-        return _local.call
-
-
 def _after_fork_in_child() -> None:
     global _lock, _state, _status
     _lock = threading.Lock()
@@ -163,7 +151,7 @@ def run(kind: int, p: float, x, t, reduction: str, want_grad: bool, divisor=None
     grad = torch.empty_like(x) if want_grad else None
     reduced = reduction != "none"
     out = torch.empty((), dtype=x.dtype) if reduced else torch.empty_like(x)
-    call, address = _struct()
+    call, address = native_build.thread_struct(_Call)
     call.kind = kind
     call.dtype = _DTYPES[x.dtype]
     call.x = x.data_ptr()

@@ -15,11 +15,10 @@ import ctypes
 import torch
 
 from .._tracing import _functorch_active, _is_compiling, _jit_tracing
-from . import native_pointwise
+from . import native_build, native_pointwise
 from .autograd import eager_apply
 
 _DTYPES = {torch.float32: 0, torch.float64: 1}
-_local = native_pointwise._local
 
 
 def _available() -> bool:
@@ -54,14 +53,6 @@ class _BadTarget(IndexError):
     """A target outside [0, C) (the caller's general path raises the clear error)."""
 
 
-def _nll_struct() -> _NllCall:
-    try:
-        return _local.nll
-    except AttributeError:
-        _local.nll = _NllCall()
-        return _local.nll
-
-
 def nll_run(x, y, ignore_index: int, mean: bool, want_grad: bool, gscale: float | None = None):
     """(loss, gradient or None, Σ w_y) of (N, C) contiguous fp32/fp64 log-probabilities and (N,) int64 targets."""
     n, c = x.shape
@@ -70,7 +61,7 @@ def nll_run(x, y, ignore_index: int, mean: bool, want_grad: bool, gscale: float 
     zeroed = want_grad and x.numel() >= native_pointwise.PARALLEL_ELEMENTS // 2
     grad = (torch.zeros_like(x) if zeroed else torch.empty_like(x)) if want_grad else None
     out = torch.empty((), dtype=x.dtype)
-    call = _nll_struct()
+    call, address = native_build.thread_struct(_NllCall)
     call.dtype = _DTYPES[x.dtype]
     call.x = x.data_ptr()
     call.y = y.data_ptr()
@@ -84,7 +75,7 @@ def nll_run(x, y, ignore_index: int, mean: bool, want_grad: bool, gscale: float 
     call.mean = 1 if mean else 0
     call.has_scale = 0 if gscale is None else 1
     call.gscale = 0.0 if gscale is None else gscale
-    bad = native_pointwise.library().losskit_nll(ctypes.addressof(call))  # type: ignore[union-attr]
+    bad = native_pointwise.library().losskit_nll(address)  # type: ignore[union-attr]
     if bad:
         raise _BadTarget(bad - 1)
     return out, grad, call.denom
@@ -175,10 +166,7 @@ def mlm_run(x, y, mean: bool, want_grad: bool, gscale: float | None = None):
     n, c = x.shape
     grad = torch.empty_like(x) if want_grad else None
     out = torch.empty((), dtype=x.dtype)
-    try:
-        call = _local.mlm
-    except AttributeError:
-        call = _local.mlm = _MlmCall()
+    call, address = native_build.thread_struct(_MlmCall)
     call.dtype = _DTYPES[x.dtype]
     call.x = x.data_ptr()
     call.y = y.data_ptr()
@@ -189,7 +177,7 @@ def mlm_run(x, y, mean: bool, want_grad: bool, gscale: float | None = None):
     call.mean = 1 if mean else 0
     call.has_scale = 0 if gscale is None else 1
     call.gscale = 0.0 if gscale is None else gscale
-    bad = native_pointwise.library().losskit_multilabel_margin(ctypes.addressof(call))  # type: ignore[union-attr]
+    bad = native_pointwise.library().losskit_multilabel_margin(address)  # type: ignore[union-attr]
     if bad:
         raise _BadTarget(bad - 1)
     return out, grad
@@ -277,10 +265,7 @@ def mm_run(x, y, w, p: int, margin: float, mean: bool, want_grad: bool, gscale: 
     n, c = x.shape
     grad = torch.empty_like(x) if want_grad else None
     out = torch.empty((), dtype=x.dtype)
-    try:
-        call = _local.mm
-    except AttributeError:
-        call = _local.mm = _MmCall()
+    call, address = native_build.thread_struct(_MmCall)
     call.dtype = _DTYPES[x.dtype]
     call.x = x.data_ptr()
     call.y = y.data_ptr()
@@ -294,7 +279,7 @@ def mm_run(x, y, w, p: int, margin: float, mean: bool, want_grad: bool, gscale: 
     call.mean = 1 if mean else 0
     call.has_scale = 0 if gscale is None else 1
     call.gscale = 0.0 if gscale is None else gscale
-    bad = native_pointwise.library().losskit_multi_margin(ctypes.addressof(call))  # type: ignore[union-attr]
+    bad = native_pointwise.library().losskit_multi_margin(address)  # type: ignore[union-attr]
     if bad:
         raise _BadTarget(bad - 1)
     return out, grad

@@ -14,13 +14,12 @@ a few attribute reads before any of the general checks run. Bigger problems take
 from __future__ import annotations
 
 import ctypes
-import threading
 
 import torch
 
 from .. import _checks
 from .._tracing import _functorch_active, _is_compiling, _jit_tracing
-from . import native
+from . import native, native_build
 from .autograd import eager_apply, first_order_only
 from .rows import CrossEntropyOptions
 
@@ -54,18 +53,6 @@ class _Call(ctypes.Structure):
         ("rows", ctypes.c_void_p),
         ("loss", ctypes.c_void_p),
     ]
-
-
-_local = threading.local()  # one struct per thread: the kernel reads it while the GIL is released
-
-
-def _struct() -> tuple[_Call, int]:
-    try:
-        return _local.call
-    except AttributeError:
-        call = _Call()
-        _local.call = (call, ctypes.addressof(call))
-        return _local.call
 
 
 def _kernel():
@@ -103,7 +90,7 @@ def _run(x, target, weight, opts, want_grad: bool):
         grad = torch.empty_like(x) if x.is_contiguous() else torch.empty((n, c), dtype=x.dtype)
     reduced = opts.reduction != "none"
     out = torch.empty((), dtype=torch.float32) if reduced else torch.empty(n, dtype=torch.float32)
-    call, address = _struct()
+    call, address = native_build.thread_struct(_Call)
     call.dtype = _DTYPES[x.dtype]
     call.x = x.data_ptr()
     call.ldx = x.stride(0)

@@ -159,7 +159,8 @@ class _SmallLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, w, target, opts: CrossEntropyOptions):
         loss, g = small._run(torch.mm(h, w.t()), target, None, opts, True)
-        ctx.grads = (torch.mm(g, w) if ctx.needs_input_grad[0] else None, torch.mm(g.t(), h))
+        needs = ctx.needs_input_grad
+        ctx.grads = (torch.mm(g, w) if needs[0] else None, torch.mm(g.t(), h) if needs[1] else None)
         ctx.opts = opts
         ctx.save_for_backward(h, w, target)
         return loss
@@ -171,7 +172,8 @@ class _SmallLinearCrossEntropy(torch.autograd.Function):
         if grads is None:  # a second backward through this graph (retain_graph=True): compute them again
             h, w, target = ctx.saved_tensors
             _, g = small._run(torch.mm(h, w.t()), target, None, ctx.opts, True)
-            grads = (torch.mm(g, w), torch.mm(g.t(), h))
+            needs = ctx.needs_input_grad
+            grads = (torch.mm(g, w) if needs[0] else None, torch.mm(g.t(), h) if needs[1] else None)
         if float(grad_output) != 1.0:
             grads = tuple(None if x is None else x.mul_(grad_output) for x in grads)
         return grads[0], grads[1], None, None
