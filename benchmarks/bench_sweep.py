@@ -7,7 +7,7 @@ these sizes a call allocates a few KiB to a few MiB; peak memory is measured whe
 A second section runs every other loss of the catalog that torch has on the catalog's own sample problem at
 32×10 and 1024×10; a third compares ``torch.compile`` (inductor) of both at N=4096, C=32000.
 
-    python benchmarks/bench_sweep.py [--quick] [--out docs]
+    python benchmarks/bench_sweep.py [--quick] [--no-compile] [--only mse_loss,ctc_loss] [--out docs]
 
 writes ``bench_sweep.csv`` and prints a Markdown table (the README's "Small batches" table).
 """
@@ -87,7 +87,7 @@ def _interleaved(fns, x, other, kwargs, budget_s: float, rounds: int = 7) -> lis
     return best
 
 
-def sweep(quick: bool) -> list[dict]:
+def sweep(quick: bool, only: set[str] | None = None) -> list[dict]:
     rows = []
     budget = 0.5 if quick else 2.0
     cases = [("cross_entropy", n, c, s) for n, c in CE_SIZES for s in (0.0, 0.1)]
@@ -95,6 +95,8 @@ def sweep(quick: bool) -> list[dict]:
     cases += [(name, n, c, 0.0) for name in ELEMENTWISE for n, c in ELEMENTWISE_SIZES]
     if quick:
         cases = [case for case in cases if case[1] * case[2] <= 256 * 1000]
+    if only:
+        cases = [case for case in cases if case[0] in only]
     for name, n, c, smoothing in cases:
         x, other, kwargs = _problem(name, n, c, smoothing)
         t_torch, t_ours = _interleaved([getattr(TF, name), getattr(LF, name)], x, other, kwargs, budget)
@@ -108,7 +110,7 @@ def sweep(quick: bool) -> list[dict]:
     return rows
 
 
-def catalog(quick: bool) -> list[dict]:
+def catalog(quick: bool, only: set[str] | None = None) -> list[dict]:
     """Every loss of losskit's catalog that torch has, with the catalog's own sample problem and typical
     keywords, at a classifier's batch: torch and losskit interleaved as in :func:`sweep`."""
     import torch.nn.functional as torch_functional
@@ -119,6 +121,8 @@ def catalog(quick: bool) -> list[dict]:
     for entry in _catalog.entries():
         reference = getattr(torch_functional, entry.name, None)
         if reference is None or entry.name == "cross_entropy":  # cross entropy: the sweep above
+            continue
+        if only and entry.name not in only:
             continue
         for n, c in ((32, 10),) if quick else ((32, 10), (1024, 10)):
             problem = entry.sample((n, c), torch.float32, torch.Generator().manual_seed(0))
@@ -177,10 +181,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparison")
+    parser.add_argument("--only", help="comma-separated loss names (e.g. mse_loss,ctc_loss): time just those")
     args = parser.parse_args()
-    rows = sweep(args.quick)
-    rows += catalog(args.quick)
-    if not args.no_compile:
+    only = set(args.only.split(",")) if args.only else None
+    rows = sweep(args.quick, only)
+    rows += catalog(args.quick, only)
+    if not args.no_compile and not only:
         rows += compiled(args.quick)
     args.out.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}, losskit {losskit.__version__}"

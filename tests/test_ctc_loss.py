@@ -30,7 +30,9 @@ def path(request, monkeypatch):
     if request.param == "kernel":
         if native_ctc.library() is None:
             pytest.skip(f"CTC kernel unavailable: {native_ctc.status()}")
-    else:
+    else:  # neither the eager fast path (native_ctc.plain) nor the kernel inside the ops
+        native_ctc.library()
+        monkeypatch.setattr(native_ctc._loader, "lib", None)
         monkeypatch.setattr(ctc_module, "_use_kernel", lambda lp: False)
     return request.param
 
@@ -382,3 +384,71 @@ def test_kernel_reports_invalid_data_that_skipped_the_checks(il, tl, labels, err
     lp = torch.randn(5, 2, 4).log_softmax(2)
     with pytest.raises(error, match="invalid"):
         ctc_module._forward_impl(lp, torch.tensor(labels), torch.tensor(il), torch.tensor(tl), 0)
+
+
+# ------------------------------------------------------------------------------------------------ eager fast path
+
+
+@pytest.fixture
+def fast_calls(monkeypatch):
+    """Counts the calls that took native_ctc.plain's whole-call path (its reduction runs once per call)."""
+    if native_ctc.library() is None:
+        pytest.skip(native_ctc.status())
+    calls = []
+    reduce = native_ctc._reduce
+    monkeypatch.setattr(native_ctc, "_reduce", lambda *a: calls.append(1) or reduce(*a))
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("zero_infinity", [False, True])
+@pytest.mark.parametrize("index", [torch.int64, torch.int32])
+def test_fast_path_is_torchs_bit_for_bit(fast_calls, dtype, reduction, zero_infinity, index):
+    """The eager common case (padded targets, length tensors) in one kernel call each way, the reduction's
+    backward in torch's order: loss and gradient bit for bit, under a scaled loss and a second backward too;
+    labels past a sample's target length are never read (garbage there, as torch ignores it)."""
+    lp, targets, il, tl = problem(t=30, n=40, c=7, s=8, seed=31, dtype=dtype)
+    il[0], tl[1] = 3, 0  # an impossible sample (inf, zeroed or not) and an empty target
+    used = torch.arange(targets.shape[1]) < tl[:, None]
+    ours_targets = torch.where(used, targets, 99).to(index)  # out of range, but past the lengths
+    a, b = lp.clone().requires_grad_(), lp.clone().requires_grad_()
+    kw = {"reduction": reduction, "zero_infinity": zero_infinity}
+    ours = LF.ctc_loss(a, ours_targets, il.to(index), tl.to(index), **kw)
+    ref = TF.ctc_loss(b, targets, il, tl, **kw)
+    assert len(fast_calls) == 1
+    assert torch.equal(ours, ref)
+    cot = torch.rand(ref.shape, generator=torch.Generator().manual_seed(2), dtype=dtype) + 0.5
+    for _ in range(2):  # retain_graph: the second backward computes the gradient again
+        ga, gb = (
+            torch.autograd.grad(ours, a, cot, retain_graph=True),
+            torch.autograd.grad(ref, b, cot, retain_graph=True),
+        )
+        assert torch.equal(ga[0].nan_to_num(7.0), gb[0].nan_to_num(7.0))
+    with torch.no_grad():
+        assert torch.equal(LF.ctc_loss(lp, ours_targets, il, tl, **kw), ref.detach())
+
+
+def test_fast_path_leaves_other_calls_to_the_general_path(fast_calls):
+    """Concatenated targets, tuple lengths and a bf16 input (an error, as torch's) are the general path's;
+    invalid lengths or labels make the kernel decline and the general path raise its clear error."""
+    lp, targets, il, tl = problem(t=10, n=3, c=5, s=4, seed=32, dtype=torch.float32, min_len=1, full=True)
+    LF.ctc_loss(lp, concatenated(targets, tl), il, tl)
+    LF.ctc_loss(lp, targets, tuple(il.tolist()), tuple(tl.tolist()))
+    with pytest.raises(losskit.LossTypeError, match="bfloat16"):
+        LF.ctc_loss(lp.to(torch.bfloat16), targets, il, tl)
+    assert fast_calls == []
+    with pytest.raises(losskit.LossValueError, match="input_lengths"):
+        LF.ctc_loss(lp, targets, il + 1, tl)
+    with pytest.raises(losskit.LossIndexError, match="label 9"):
+        LF.ctc_loss(lp, torch.where(targets == targets[0, 0], 9, targets), il, tl)
+    assert fast_calls == []
+
+
+def test_fast_path_gradient_is_not_differentiable_again(fast_calls):
+    lp, targets, il, tl = problem(t=8, n=2, c=4, s=2, seed=33, min_len=1, full=True)
+    x = lp.clone().requires_grad_()
+    (g,) = torch.autograd.grad(LF.ctc_loss(x, targets, il, tl), x, create_graph=True)
+    assert len(fast_calls) == 1
+    with pytest.raises(RuntimeError, match="not implemented"):
+        g.sum().backward()

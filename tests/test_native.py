@@ -279,7 +279,7 @@ def test_thread_split_is_bitwise_identical(dtype):
     x = (torch.randn(300, 1000, generator=_gen("threads")) * 3).to(dtype)
     y = torch.randint(0, 1000, (300,), generator=_gen("threads-y"))
     y[::7] = -100
-    assert x.numel() >= 3 * _native.ELEMENTS_PER_THREAD  # so that 3 threads really are 3
+    assert x.numel() >= 3 * _native.CHUNK_ELEMENTS  # so that 3 threads really are 3
     assert_same_across_thread_counts(x, y)
 
 

@@ -52,11 +52,11 @@ class _KernelTargetError(IndexError):
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "cross_entropy.cpp"
 KERNEL_VERSION = 5  # what losskit_kernel_version() must return
-# Starting and joining a std::thread costs about 20 µs (measured on a 2-core AMD EPYC VM), the time the kernel
-# takes for about 50k elements: each thread gets at least ELEMENTS_PER_THREAD, and below PARALLEL_ELEMENTS the
-# caller's thread does the whole call.
-ELEMENTS_PER_THREAD = 1 << 16
-PARALLEL_ELEMENTS = 2 * ELEMENTS_PER_THREAD
+# The kernel hands chunks of about CHUNK_ELEMENTS (whole rows) to its worker pool (kernels/pool.h: threads that
+# wait between calls; starting a std::thread per call cost 60-80 µs on the VMs measured, a chunk's work about
+# 10 µs); from PARALLEL_ELEMENTS (two chunks) a call offers torch's thread count, below it runs on the caller's.
+CHUNK_ELEMENTS = 1 << 14
+PARALLEL_ELEMENTS = 2 * CHUNK_ELEMENTS
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -186,11 +186,11 @@ def _checked(t: torch.Tensor | None, name: str, dtype: torch.dtype, rows: int | 
 
 
 def threads_for(n: int, c: int) -> int:
-    """Threads for ``n`` rows of ``c`` classes: ``torch.get_num_threads()`` at most, one per
-    :data:`ELEMENTS_PER_THREAD` elements, one below :data:`PARALLEL_ELEMENTS`."""
+    """Threads for ``n`` rows of ``c`` classes: ``torch.get_num_threads()`` (at most one per row), one below
+    :data:`PARALLEL_ELEMENTS`."""
     if n * c < PARALLEL_ELEMENTS:
         return 1
-    return max(1, min(torch.get_num_threads(), n, (n * c) // ELEMENTS_PER_THREAD))
+    return max(1, min(torch.get_num_threads(), n))
 
 
 def cross_entropy_rows(

@@ -333,9 +333,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def source_bytes(source: Path) -> bytes:
+    """``source`` and every header beside it (``pool.h``, ...): what a build's cache key must cover."""
+    headers = sorted(source.parent.glob("*.h"))
+    return b"\0".join([source.read_bytes(), *(h.name.encode() + b"\0" + h.read_bytes() for h in headers)])
+
+
 def _key(source: Path, cxx: str, flags: list[str], level: str, timeout: float) -> str:
     code, version = _run([cxx, "--version"], timeout)
-    parts = [source.read_bytes(), " ".join(flags).encode(), cxx.encode(), version.encode(), level.encode()]
+    parts = [source_bytes(source), " ".join(flags).encode(), cxx.encode(), version.encode(), level.encode()]
     if level == "native":
         parts.append(_cpu_key(_cpu_info()).encode())
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]

@@ -1,146 +1,31 @@
 """Loader of losskit's CPU CTC kernel (``kernels/ctc.cpp``): built on first use, loaded with ctypes.
 
-A minimal, self-contained sibling of :mod:`losskit.engine.native` (which builds the cross-entropy kernel and is
-being reworked; the two loaders are meant to be merged). It takes from ``native`` only its public
-configuration (:func:`~losskit.engine.native.cache_dir`, :func:`~losskit.engine.native.isa_level`,
-:func:`~losskit.engine.native.build_timeout`, ``$LOSSKIT_NATIVE``) and keeps the same safety rules:
-
-* the cache directory must be this user's and not writable by group or others, else a private temporary
-  directory is used for this process;
-* a library is keyed by the sha256 of its source, flags, compiler and instruction-set level, recorded with its
-  own sha256 in a 0600 file; the open file is hashed before ``dlopen`` and that very file is loaded;
-* builds run under a ``flock`` in the cache directory, in their own process group, killed on timeout;
-* any failure means ``library()`` returns None and callers take the torch-op path (:func:`status` says why).
+Built, cached and loaded like the other kernels (:mod:`.native_build`: a private cache keyed by the sha256 of
+the source, its headers, flags, compiler and instruction-set level; the open file hashed before ``dlopen``;
+builds under a lock, in their own process group, killed on timeout) through a :class:`.native_loader.Loader`:
+any failure means :func:`library` returns None and callers take the torch-op path (:func:`status` says why).
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import signal
-import stat
-import subprocess
-import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
-from . import native
+import torch
+from torch._C import _functions as _autograd_functions
+
+from .. import _checks
+from .._tracing import _functorch_active, _is_compiling, _jit_tracing
+from .autograd import eager_apply
+from .native_loader import Loader
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "ctc.cpp"
-FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno"]
-VERSION = 1
-
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_status = "not loaded yet"
-_done = False
-_tmp_dirs: list[str] = []
-
-
-class _BuildFailed(RuntimeError):
-    """The kernel could not be built or loaded (callers take the torch-op path)."""
-
-
-def _private_dir() -> Path:
-    d = native.cache_dir() / "ctc"
-    try:
-        d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        st = os.stat(d)
-        if st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and stat.S_ISDIR(st.st_mode):
-            return d
-    except OSError:
-        pass
-    if not _tmp_dirs:
-        _tmp_dirs.append(tempfile.mkdtemp(prefix="losskit-ctc-"))
-    return Path(_tmp_dirs[0])
-
-
-def _compile(args: list[str], timeout: float) -> tuple[int, str]:
-    proc = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
-    return proc.returncode, out.decode(errors="replace")
-
-
-def _open_verified(target: Path) -> ctypes.CDLL | None:
-    record = target.with_name(target.name + ".sha256")
-    try:
-        fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return None
-        expected = record.read_text().strip()
-        digest = hashlib.sha256()
-        while chunk := os.read(fd, 1 << 20):
-            digest.update(chunk)
-        if digest.hexdigest() != expected:
-            return None
-        path = f"/proc/self/fd/{fd}"
-        lib = ctypes.CDLL(path if os.path.exists(path) else str(target))
-        return lib if lib.losskit_ctc_version() == VERSION else None
-    except (OSError, AttributeError):
-        return None
-    finally:
-        os.close(fd)
-
-
-def _build() -> tuple[ctypes.CDLL, Path]:
-    import fcntl
-
-    cxx = next(
-        (shutil.which(c) for c in (os.environ.get("CXX"), "g++", "c++", "clang++") if c and shutil.which(c)), None
-    )
-    if cxx is None:
-        raise _BuildFailed("no C++ compiler found (set CXX)")
-    level = native.isa_level()
-    arch = ["-march=native"] if level == "native" else [f"-march={level}", "-mtune=generic"]
-    flags = [*FLAGS, *arch]
-    timeout = native.build_timeout()
-    version = _compile([cxx, "--version"], timeout)[1]
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(flags).encode(), cxx.encode(), version.encode()]))
-    d = _private_dir()
-    target = d / f"ctc-{level}-{key.hexdigest()[:16]}.so"
-    lib = _open_verified(target)
-    if lib is not None:
-        return lib, target
-    fd = os.open(d / (target.stem + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        lib = _open_verified(target)
-        if lib is not None:
-            return lib, target
-        tmp = tempfile.mkdtemp(dir=d, prefix=".build-")
-        try:
-            built = Path(tmp) / target.name
-            code, out = _compile([cxx, *flags, "-o", str(built), str(SOURCE)], timeout)
-            if code != 0:
-                raise _BuildFailed(f"{cxx} failed ({code}): {out.strip()[-2000:]}")
-            os.chmod(built, 0o600)
-            digest = hashlib.sha256(built.read_bytes()).hexdigest()
-            os.replace(built, target)
-            record = target.with_name(target.name + ".sha256")
-            record.write_text(digest + "\n")
-            os.chmod(record, 0o600)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        os.close(fd)
-    lib = _open_verified(target)
-    if lib is None:
-        raise _BuildFailed(f"{target} was built but does not load as CTC kernel version {VERSION}")
-    return lib, target
+VERSION = 2  # what its losskit_kernel_version() returns
+# From this many (frame, sample, extended position) cells a call hands its samples to the kernel's worker pool
+# (kernels/pool.h); a cell costs a few exp/log, 10-20 ns.
+PARALLEL_CELLS = 1 << 10
+_DTYPES = {torch.float32: 0, torch.float64: 1}
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -152,37 +37,148 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.losskit_ctc_backward.argtypes = [*common, ptr, ptr, ptr, cint, ptr, cint]
 
 
+_loader = Loader("CTC CPU kernel", SOURCE, VERSION, _declare)
+
+
 def library() -> ctypes.CDLL | None:
     """The CTC kernel, built on first use; None when unavailable (``LOSSKIT_NATIVE=0``, no compiler, a failed
     build, not POSIX). Another thread's call during the build gets None at once (torch ops for that call)."""
-    global _lib, _status, _done
-    if _done:
-        return _lib
-    if not _lock.acquire(blocking=False):
-        return None
-    try:
-        if not _done:
-            if os.environ.get("LOSSKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off", ""):
-                _status = "disabled by LOSSKIT_NATIVE=0"
-            elif os.name != "posix":
-                _status = "the kernel is built on POSIX systems only; using torch ops"
-            else:
-                try:
-                    _lib, path = _build()
-                    _declare(_lib)
-                    _status = f"loaded {path}"
-                except Exception as exc:  # noqa: BLE001 - any failure means: use torch ops, and say why
-                    _lib, _status = None, f"build failed, using torch ops: {type(exc).__name__}: {exc}"
-            _done = True
-    finally:
-        _lock.release()
-    return _lib
+    return _loader.lib if _loader.state == "done" else _loader.library()
 
 
 def status() -> str:
     """Why :func:`library` is or is not available (it tries to load first)."""
     library()
-    return _status
+    return _loader.status
 
 
-__all__ = ["library", "status"]
+def threads(t: int, n: int, k: int) -> int:
+    """Threads for ``n`` samples of ``t`` frames and targets of (padded) length ``k``."""
+    return 1 if t * n * (2 * k + 1) < PARALLEL_CELLS else max(1, min(torch.get_num_threads(), n))
+
+
+def _args(lp, y, il, tl, blank: int) -> tuple:
+    t, n, c = lp.shape
+    return (
+        _DTYPES[lp.dtype],
+        lp.data_ptr(),
+        t,
+        n,
+        c,
+        *lp.stride(),
+        y.data_ptr(),
+        y.shape[1],
+        il.data_ptr(),
+        tl.data_ptr(),
+        blank,
+    )
+
+
+def _reduce(nll, tl, reduction: str, zero_infinity: bool):
+    """torch's reduction of the per-sample losses (its ops, in its order)."""
+    if zero_infinity:
+        nll = torch.where(nll == float("inf"), torch.zeros((), dtype=nll.dtype), nll)
+    if reduction == "mean":
+        return (nll / tl.to(nll.dtype).clamp_min(1)).mean()
+    return nll.sum() if reduction == "sum" else nll
+
+
+class _EagerCTC(torch.autograd.Function):
+    """The eager ``ctc_loss`` of the common case once the forward kernel has run (``state``: the targets,
+    lengths, alpha and per-sample nll, blank, reduction, zero_infinity): forward reduces, backward turns the
+    incoming gradient into torch's per-sample one (through the reduction's own backward) and runs the kernel's
+    backward. As torch's, the gradient is not differentiable again."""
+
+    @staticmethod
+    def forward(ctx, lp, state):
+        y, il, tl, alpha, nll, blank, reduction, zero_infinity = state
+        ctx.save_for_backward(lp)
+        ctx.state = state
+        return _reduce(nll, tl, reduction, zero_infinity)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (lp,) = ctx.saved_tensors
+        y, il, tl, alpha, nll, blank, reduction, zero_infinity = ctx.state
+        n = nll.shape[0]
+        with torch.no_grad():
+            go = grad_output.to(nll.dtype)
+            if reduction == "mean":  # MeanBackward then DivBackward, as torch's autograd computes them
+                per = (go / n).expand(n) / tl.to(nll.dtype).clamp_min(1)
+            else:
+                per = go.expand(n) if reduction == "sum" else go
+            if zero_infinity:
+                per = torch.where(nll == float("inf"), torch.zeros((), dtype=nll.dtype), per)
+            per = per.contiguous()
+            grad = torch.empty(lp.shape, dtype=lp.dtype)
+            code = library().losskit_ctc_backward(  # type: ignore[union-attr]
+                *_args(lp, y, il, tl, blank),
+                alpha.data_ptr(),
+                nll.data_ptr(),
+                per.data_ptr(),
+                int(zero_infinity),
+                grad.data_ptr(),
+                threads(lp.shape[0], n, y.shape[1]),
+            )
+        _checks.sequence.ctc_kernel_error("ctc_loss", code)  # only "out of memory" can be left here
+        if torch.is_grad_enabled():  # create_graph=True: differentiating it again is an error (as torch's)
+            message = b"losskit: derivative for ctc_loss's backward is not implemented (as in torch)"
+            grad = _autograd_functions.DelayedError(message, 1)(grad.requires_grad_())
+        return grad, None
+
+
+_apply = eager_apply(_EagerCTC)
+
+
+def _int64(t):
+    return t if t.dtype is torch.int64 and t.is_contiguous() else t.to(torch.int64).contiguous()
+
+
+def plain(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
+    """The eager ctc_loss of the common case, or None: ``(T, N, C)`` fp32/fp64 CPU log-probs, padded ``(N, S)``
+    int32/int64 targets and ``(N,)`` int32/int64 length tensors on the CPU, an int blank, a bool zero_infinity.
+    The lengths and labels are validated by the kernel; any invalid one returns None, and the loss's general
+    path raises the clear error."""
+    if not (
+        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
+        and type(log_probs) is torch.Tensor
+        and type(targets) is torch.Tensor
+        and type(input_lengths) is torch.Tensor
+        and type(target_lengths) is torch.Tensor
+        and (log_probs.dtype is torch.float32 or log_probs.dtype is torch.float64)
+        and log_probs.dim() == 3
+        and log_probs.is_cpu
+        and not (log_probs.is_neg() or log_probs.is_conj())
+        and log_probs.shape[1] > 0
+        and targets.dim() == 2
+        and targets.shape[0] == log_probs.shape[1]
+        and (targets.dtype is torch.int64 or targets.dtype is torch.int32)
+        and targets.is_cpu
+        and input_lengths.shape == (log_probs.shape[1],)
+        and target_lengths.shape == input_lengths.shape
+        and (input_lengths.dtype is torch.int64 or input_lengths.dtype is torch.int32)
+        and (target_lengths.dtype is torch.int64 or target_lengths.dtype is torch.int32)
+        and input_lengths.is_cpu
+        and target_lengths.is_cpu
+        and type(blank) is int
+        and (reduction == "mean" or reduction == "sum" or reduction == "none")
+        and type(zero_infinity) is bool
+        and (_loader.lib if _loader.state == "done" else _loader.library()) is not None
+    ):
+        return None
+    t, n, _ = log_probs.shape
+    y, il, tl = _int64(targets), _int64(input_lengths), _int64(target_lengths)
+    alpha = log_probs.new_empty(n, t, 2 * y.shape[1] + 1)
+    nll = log_probs.new_empty(n)
+    code = _loader.lib.losskit_ctc_forward(  # type: ignore[union-attr]
+        *_args(log_probs, y, il, tl, blank), alpha.data_ptr(), nll.data_ptr(), threads(t, n, y.shape[1])
+    )
+    if code != 0:  # an invalid length or label (the general path says which), or no memory (it tries again)
+        return None
+    state = (y, il, tl, alpha, nll, blank, reduction, zero_infinity)
+    if log_probs.requires_grad and torch.is_grad_enabled():
+        return _apply(log_probs, state)
+    return _reduce(nll, tl, reduction, zero_infinity)
+
+
+__all__ = ["library", "plain", "status"]

@@ -18,9 +18,6 @@ case it does not take returns None for the loss's general path (which validates 
 from __future__ import annotations
 
 import ctypes
-import os
-import threading
-import warnings
 from pathlib import Path
 
 import torch
@@ -28,20 +25,18 @@ import torch
 from .._tracing import _functorch_active, _is_compiling, _jit_tracing
 from . import native_build
 from .autograd import eager_apply
+from .native_loader import Loader
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "pointwise.cpp"
 VERSION = 8  # what its losskit_kernel_version() returns
 
 MSE, L1, HUBER, SMOOTH_L1, SOFT_MARGIN, BCE_LOGITS, BCE, KL, KL_LOG, POISSON_LOG, POISSON, HINGE_EMBEDDING = range(12)
 
-PARALLEL_ELEMENTS = 1 << 17  # from here the kernel splits the elements over torch's thread count
+# From here the kernel hands chunks of 2^14 elements to its worker pool (kernels/pool.h), over torch's thread
+# count; below, one chunk, the caller's thread alone.
+PARALLEL_ELEMENTS = 1 << 15
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 _REDUCTIONS = ("none", "mean", "sum")
-
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_status = "not loaded yet"
-_state = "new"  # "new" -> "building" -> "done"
 
 
 class _Call(ctypes.Structure):
@@ -63,80 +58,32 @@ class _Call(ctypes.Structure):
     ]
 
 
-def _after_fork_in_child() -> None:
-    global _lock, _state, _status
-    _lock = threading.Lock()
-    if _state == "building":
-        _state, _status = "new", "not loaded yet"
+def _declare(lib: ctypes.CDLL) -> None:
+    for entry in (
+        lib.losskit_pointwise,
+        lib.losskit_nll,
+        lib.losskit_multilabel_margin,
+        lib.losskit_multi_margin,
+        lib.losskit_gaussian_nll,
+    ):
+        entry.restype = ctypes.c_int64
+        entry.argtypes = [ctypes.c_void_p]
+    lib.losskit_margin_ranking.restype = None
+    lib.losskit_margin_ranking.argtypes = [ctypes.c_void_p]
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _load() -> tuple[ctypes.CDLL | None, str]:
-    if not native_build._truthy("LOSSKIT_NATIVE", "1"):
-        return None, "disabled by LOSSKIT_NATIVE=0"
-    if os.name != "posix" or native_build.fcntl is None:
-        return None, "the kernel is built on POSIX systems only; using torch ops"
-    cxx = native_build._compiler()
-    if cxx is None:
-        return None, "no C++ compiler found (set CXX); using torch ops"
-    sanitize = native_build.sanitizers()
-    if sanitize and "address" in sanitize and "asan" not in os.environ.get("LD_PRELOAD", ""):
-        return None, "LOSSKIT_SANITIZE asks for AddressSanitizer, which needs LD_PRELOAD of libasan; using torch ops"
-    try:
-        lib, path = native_build.build_and_load(SOURCE, VERSION, cxx, sanitize)
-        for entry in (
-            lib.losskit_pointwise,
-            lib.losskit_nll,
-            lib.losskit_multilabel_margin,
-            lib.losskit_multi_margin,
-            lib.losskit_gaussian_nll,
-        ):
-            entry.restype = ctypes.c_int64
-            entry.argtypes = [ctypes.c_void_p]
-        lib.losskit_margin_ranking.restype = None
-        lib.losskit_margin_ranking.argtypes = [ctypes.c_void_p]
-    except Exception as exc:  # noqa: BLE001 - any failure means: use torch ops, and say why
-        return None, f"build failed, using torch ops: {type(exc).__name__}: {exc}"
-    return lib, f"loaded {path}" + (f" (sanitizers: {sanitize})" if sanitize else "")
+_loader = Loader("element-wise CPU kernel", SOURCE, VERSION, _declare)
 
 
 def library() -> ctypes.CDLL | None:
     """The loaded library, built on first use; None when unavailable (:func:`status` says why). Only one thread
     builds; another thread's call meanwhile returns None (torch ops for that call)."""
-    global _lib, _status, _state
-    if _state == "done":
-        return _lib
-    lock = _lock
-    if not lock.acquire(blocking=False):
-        return None
-    try:
-        if _state != "done":
-            _state, _status = "building", "being built"
-            try:
-                _lib, _status = _load()
-                if _lib is None and "LOSSKIT_NATIVE=0" not in _status:
-                    warnings.warn(
-                        f"losskit: the element-wise CPU kernel is not available ({_status}). Results are the same, "
-                        "computed with torch ops. Set LOSSKIT_NATIVE=0 to use torch ops without this warning.",
-                        RuntimeWarning,
-                        stacklevel=4,
-                    )
-            except BaseException as exc:  # KeyboardInterrupt, SystemExit: remembered, not retried
-                _lib, _status = None, f"build interrupted ({type(exc).__name__}); using torch ops in this process"
-                raise
-            finally:
-                _state = "done"
-    finally:
-        lock.release()
-    return _lib
+    return _loader.lib if _loader.state == "done" else _loader.library()
 
 
 def status() -> str:
     library()
-    return _status
+    return _loader.status
 
 
 class _BadProbability(ValueError):
@@ -229,7 +176,7 @@ def eligible(x: torch.Tensor, t: torch.Tensor) -> bool:
         and not t.requires_grad
         and x.shape == t.shape
         and x.numel() > 0
-        and (_lib if _state == "done" else library()) is not None
+        and (_loader.lib if _loader.state == "done" else _loader.library()) is not None
     )
 
 

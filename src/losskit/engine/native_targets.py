@@ -49,6 +49,9 @@ class _NllCall(ctypes.Structure):
     ]
 
 
+ZERO_BY_TORCH = 1 << 16  # elements of an NLL gradient from which torch zeroes it
+
+
 class _BadTarget(IndexError):
     """A target outside [0, C) (the caller's general path raises the clear error)."""
 
@@ -58,7 +61,7 @@ def nll_run(x, y, ignore_index: int, mean: bool, want_grad: bool, gscale: float 
     n, c = x.shape
     # a large gradient is zeroed by torch (its threads share the page faults of a fresh buffer), a small one by
     # the kernel (one memset, no extra call)
-    zeroed = want_grad and x.numel() >= native_pointwise.PARALLEL_ELEMENTS // 2
+    zeroed = want_grad and x.numel() >= ZERO_BY_TORCH
     grad = (torch.zeros_like(x) if zeroed else torch.empty_like(x)) if want_grad else None
     out = torch.empty((), dtype=x.dtype)
     call, address = native_build.thread_struct(_NllCall)

@@ -24,8 +24,9 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
-#include <thread>
 #include <vector>
+
+#include "pool.h"
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -51,6 +52,7 @@ typedef int32_t vi __attribute__((vector_size(LOSSKIT_VBYTES)));
 typedef uint32_t vu __attribute__((vector_size(LOSSKIT_VBYTES)));
 typedef uint16_t vh __attribute__((vector_size(LOSSKIT_VBYTES / 2)));
 constexpr int V = LOSSKIT_VBYTES / 4;
+constexpr int64_t CHUNK_ELEMENTS = int64_t(1) << 14;  // a chunk of rows handed to one thread of the pool
 
 inline vf splat(float a) { return vf{} + a; }
 
@@ -83,7 +85,8 @@ inline vf load_part(const typename IO::T* p, int64_t n, float fill) {
     }
 #endif
     alignas(64) typename IO::T buf[V];
-    for (int64_t l = 0; l < V; ++l) buf[l] = l < n ? p[l] : typename IO::T{};
+    std::memset(buf, 0, sizeof buf);
+    std::memcpy(buf, p, size_t(n) * sizeof(typename IO::T));  // p may be misaligned (see ld below)
     const vf v = IO::load(buf);
     return lane_index() < int(n) ? v : splat(fill);
 #endif
@@ -692,9 +695,9 @@ double losskit_ce_stream_bytes(double bytes) {
     return stream_bytes.load();
 }
 
-// Rows [0, n) split into `threads` contiguous ranges, one std::thread each (the caller's thread takes the
-// first). One call from Python: nothing outlives it, so an interrupted or forked caller never sees threads
-// still writing into its buffers. Returns 0, 1 + the first row whose target is outside [0, C), or -1 when
+// Rows [0, n) in chunks over `threads` threads of the worker pool (the caller's among them). Every chunk has
+// run when the call returns, so an interrupted or forked caller never sees a thread still writing into its
+// buffers. Returns 0, 1 + the first row whose target is outside [0, C), or -1 when
 // memory for a scratch row could not be had.
 int64_t losskit_ce_rows(int dtype, const void* x, int64_t ldx, void* g, int64_t ldg, int64_t n, int64_t c,
                         const int64_t* y, const float* w, double w_sum, double eps, double z, double scale,
@@ -725,21 +728,14 @@ int64_t losskit_ce_rows(int dtype, const void* x, int64_t ldx, void* g, int64_t 
             return -1;
         }
     };
-    if (threads > n) threads = int(n);
-    if (threads <= 1) return part(0, n);
-    std::vector<int64_t> bad(size_t(threads), 0);
-    std::vector<std::thread> pool;
-    pool.reserve(size_t(threads - 1));
-    for (int k = 1; k < threads; ++k) {
-        const int64_t r0 = n * k / threads, r1 = n * (k + 1) / threads;
-        try {
-            pool.emplace_back([&, k, r0, r1] { bad[size_t(k)] = part(r0, r1); });
-        } catch (...) {  // no thread to be had: do that range here
-            bad[size_t(k)] = part(r0, r1);
-        }
-    }
-    bad[0] = part(0, n / threads);
-    for (auto& t : pool) t.join();
+    if (threads <= 1 || n <= 1) return part(0, n);
+    // Chunks of about CHUNK_ELEMENTS (whole rows) handed to the worker pool (pool.h); each chunk's result kept
+    // apart, so the first bad row is the same whichever thread met it.
+    const int64_t rows_per = std::max<int64_t>(1, CHUNK_ELEMENTS / std::max<int64_t>(c, 1));
+    const int64_t chunks = (n + rows_per - 1) / rows_per;
+    std::vector<int64_t> bad(size_t(chunks), 0);
+    auto body = [&](int64_t k) { bad[size_t(k)] = part(k * rows_per, std::min(n, (k + 1) * rows_per)); };
+    losskit_pool::run(threads, chunks, body);
     for (const int64_t b : bad)
         if (b) return b;
     return 0;

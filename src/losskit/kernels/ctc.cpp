@@ -27,8 +27,9 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <thread>
 #include <vector>
+
+#include "pool.h"
 
 namespace {
 
@@ -204,34 +205,20 @@ void backward_one(const Problem& p, int64_t n, const S* alpha, const S* nll_all,
     }
 }
 
-// Samples [0, N) handed out one at a time to `threads` std::threads (the caller's thread is one of them); every
-// thread has ended when this returns. Returns 0, -1 when memory ran out, or 1 + the first invalid sample.
+// Samples [0, N) handed out one at a time over `threads` threads of the worker pool (pool.h; the caller's
+// thread is one of them); every sample has run when this returns. Returns 0, -1 when memory ran out, or 1 +
+// the first invalid sample.
 template <class F>
 int64_t run(int64_t N, int threads, F body) {
-    std::atomic<int64_t> next_sample{0};
     std::atomic<int64_t> failed{0};
-    auto worker = [&]() {
+    auto one = [&](int64_t n) {
         try {
-            for (;;) {
-                const int64_t n = next_sample.fetch_add(1);
-                if (n >= N) return;
-                body(n);
-            }
+            body(n);
         } catch (...) {
             failed.store(-1);
         }
     };
-    if (threads > N) threads = int(N);
-    std::vector<std::thread> pool;
-    for (int k = 1; k < threads; ++k) {
-        try {
-            pool.emplace_back(worker);
-        } catch (...) {
-            break;  // no more threads to be had: the others share the work
-        }
-    }
-    worker();
-    for (auto& th : pool) th.join();
+    losskit_pool::run(threads, N, one);
     return failed.load();
 }
 
@@ -262,7 +249,7 @@ int64_t backward(const Problem& p, const void* alpha, const void* nll, const voi
 
 extern "C" {
 
-int64_t losskit_ctc_version() { return 1; }
+int64_t losskit_kernel_version() { return 2; }  // losskit.engine.native_ctc.VERSION
 
 // dtype: 0 float32, 1 float64. targets (N, K) int64 contiguous; alpha (N, T, 2K+1) contiguous, all written
 // (-inf off the paths); nll (N,). Returns 0; -1: out of memory; otherwise

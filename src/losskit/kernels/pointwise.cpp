@@ -15,8 +15,9 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <thread>
 #include <vector>
+
+#include "pool.h"
 
 #if defined(__AVX__)
 #include <immintrin.h>
@@ -692,9 +693,8 @@ struct PointCall {
 int64_t losskit_pointwise(const PointCall* a) {
     const Kind kind = Kind(a->kind);
     const int64_t n = a->n;
-    int threads = int(a->threads < 1 ? 1 : a->threads);
-    constexpr int64_t PER_THREAD = int64_t(1) << 16;
-    if (threads > n / PER_THREAD) threads = int(n / PER_THREAD > 0 ? n / PER_THREAD : 1);
+    const int threads = int(a->threads < 1 ? 1 : a->threads);
+    constexpr int64_t CHUNK = int64_t(1) << 14;  // elements; a multiple of every vector width
     auto work = [&](int64_t i0, int64_t i1) -> std::pair<double, int64_t> {
         if (a->dtype == 0) {
             const Range<float> r = run_range<float>(kind, static_cast<const float*>(a->x), static_cast<const float*>(a->t),
@@ -707,21 +707,15 @@ int64_t losskit_pointwise(const PointCall* a) {
                                                   static_cast<double*>(a->out), i0, i1, a->p, a->gscale);
         return {r.total, r.bad};
     };
-    std::vector<std::pair<double, int64_t>> part(size_t(threads), {0.0, 0});
-    {
-        std::vector<std::thread> pool;
-        const int64_t lanes = VBYTES / (a->dtype == 0 ? 4 : 8);
-        auto bound = [&](int k) { return k == threads ? n : n * k / threads / lanes * lanes; };
-        for (int k = 1; k < threads; ++k) {
-            try {
-                pool.emplace_back([&, k] { part[size_t(k)] = work(bound(k), bound(k + 1)); });
-            } catch (...) {
-                part[size_t(k)] = work(bound(k), bound(k + 1));
-            }
-        }
-        part[0] = work(0, bound(1));
-        for (auto& th : pool) th.join();
-    }
+    // Fixed chunks, each with its own partial sum, added up in chunk order: the loss is the same bits for any
+    // number of threads (and whichever thread ran a chunk).
+    const int64_t chunks = n <= CHUNK ? 1 : (n + CHUNK - 1) / CHUNK;
+    std::vector<std::pair<double, int64_t>> part(size_t(chunks), {0.0, 0});
+    auto body = [&](int64_t k) {
+        const int64_t i0 = k * CHUNK;
+        part[size_t(k)] = work(i0, chunks == 1 ? n : std::min(n, i0 + CHUNK));
+    };
+    losskit_pool::run(threads, chunks, body);
     double total = 0.0;
     int64_t bad = 0;
     for (const auto& pr : part) {

@@ -82,7 +82,7 @@ def _library() -> ctypes.CDLL:
 
 def _threads(lp: Tensor, k: int) -> int:
     t, n, _ = lp.shape
-    return 1 if t * n * (2 * k + 1) < (1 << 15) else max(1, min(torch.get_num_threads(), n))
+    return native_ctc.threads(t, n, k)
 
 
 def _kernel_args(lp: Tensor, y: Tensor, il: Tensor, tl: Tensor, blank: int) -> tuple:
@@ -295,7 +295,7 @@ class _CTC(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------- public API
 
 
-@fp32_under_autocast
+@fp32_under_autocast(fast=native_ctc.plain)
 def ctc_loss(
     log_probs: Tensor,
     targets: Tensor,
