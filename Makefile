@@ -54,7 +54,7 @@ clean:
 # builds that variant under its own cache key), run under the kernel's layout/option grid. libasan must be the
 # first library in the process, so it is preloaded into Python, with libstdc++ (else ASan cannot intercept the C++
 # exceptions torch throws); Python's own allocations are not leak-checked.
-SANITIZE_TESTS ?= tests/test_native.py tests/test_native_pointwise.py tests/test_native_targets.py
+SANITIZE_TESTS ?= tests/test_native.py tests/test_native_pointwise.py tests/test_native_targets.py tests/test_native_embedding.py tests/test_ctc_loss.py
 .PHONY: sanitize
 sanitize: $(STAMP)
 	LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \

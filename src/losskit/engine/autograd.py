@@ -8,6 +8,8 @@ from collections.abc import Callable
 import torch
 from torch._C import _functions as _autograd_functions
 
+from .._tracing import _functorch_active, _is_compiling, _jit_tracing
+
 
 def first_order_only(backward):
     """Decorate an autograd ``backward`` whose gradient is precomputed: it runs without building a graph, and
@@ -47,3 +49,20 @@ def eager_apply(function: type[torch.autograd.Function]) -> Callable:
     base = getattr(torch._C, "_FunctionBase", None)
     entry = None if base is None else base.__dict__.get("apply")
     return function.apply if entry is None else entry.__get__(None, function)
+
+
+def plain_apply(function: type[torch.autograd.Function]) -> Callable:
+    """``function.apply`` that enters torch's C++ apply directly (see :func:`eager_apply`) in plain eager calls,
+    and takes ``function.apply`` itself while dynamo, ``jit.trace`` or a torch.func transform is active. For a
+    Function with a separate ``setup_context`` this skips ``apply``'s binding of default arguments through
+    ``inspect.signature`` on every call (tens of µs); callers pass every argument."""
+    entry, slow = eager_apply(function), function.apply
+    if entry is slow:
+        return slow
+
+    def apply(*args):
+        if _is_compiling() or _functorch_active() or _jit_tracing() is not None:
+            return slow(*args)
+        return entry(*args)
+
+    return apply

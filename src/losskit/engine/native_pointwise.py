@@ -28,7 +28,7 @@ from .autograd import eager_apply
 from .native_loader import Loader
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "pointwise.cpp"
-VERSION = 8  # what its losskit_kernel_version() returns
+VERSION = 9  # what its losskit_kernel_version() returns
 
 MSE, L1, HUBER, SMOOTH_L1, SOFT_MARGIN, BCE_LOGITS, BCE, KL, KL_LOG, POISSON_LOG, POISSON, HINGE_EMBEDDING = range(12)
 
@@ -68,8 +68,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     ):
         entry.restype = ctypes.c_int64
         entry.argtypes = [ctypes.c_void_p]
-    lib.losskit_margin_ranking.restype = None
-    lib.losskit_margin_ranking.argtypes = [ctypes.c_void_p]
+    for entry in (lib.losskit_margin_ranking, lib.losskit_embedding):
+        entry.restype = None
+        entry.argtypes = [ctypes.c_void_p]
 
 
 _loader = Loader("element-wise CPU kernel", SOURCE, VERSION, _declare)

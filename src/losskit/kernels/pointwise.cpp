@@ -651,7 +651,7 @@ int64_t gaussian_nll(const GnCall* a) {
 
 extern "C" {
 
-int losskit_kernel_version() { return 8; }
+int losskit_kernel_version() { return 9; }
 
 int64_t losskit_gaussian_nll(const GnCall* a) {
     return a->dtype == 0 ? gaussian_nll<float>(a) : gaussian_nll<double>(a);
@@ -736,3 +736,5 @@ int64_t losskit_pointwise(const PointCall* a) {
 }
 
 }  // extern "C"
+
+#include "embedding.h"

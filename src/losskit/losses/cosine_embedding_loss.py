@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
 from .._tracing import tracing
+from ..engine import native_embedding
 from ..engine.autocast import fp32_under_autocast
+from ..engine.autograd import plain_apply
 from ._base import Loss
 
 EPSILON = 9.999999960041972e-13  # 1e-12 rounded to float32, added to each squared norm as torch does
@@ -83,6 +87,9 @@ class _CosineEmbedding(torch.autograd.Function):
         return g1, g2, None, None, None
 
 
+_cosine_apply = plain_apply(_CosineEmbedding)
+
+
 def _fused_ok(x1, x2, target) -> bool:
     return (
         not tracing()
@@ -95,7 +102,19 @@ def _fused_ok(x1, x2, target) -> bool:
     )
 
 
-@fp32_under_autocast  # on torch's fp32 autocast list
+def _general(input1, input2, target, margin: float, reduction: str):
+    """The (N, D) loss in differentiable torch ops (double backward through the native path)."""
+    return _reduction.reduce_loss(cosine_embedding(cosine(input1, input2), target, margin), reduction)
+
+
+def _fast(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
+    if size_average is not None or reduce is not None or type(margin) not in (int, float):
+        return None
+    general = functools.partial(_general, margin=float(margin), reduction=reduction)
+    return native_embedding.cosine_plain(input1, input2, target, margin, reduction, general)
+
+
+@fp32_under_autocast(fast=_fast)  # on torch's fp32 autocast list
 def cosine_embedding_loss(
     input1: torch.Tensor,
     input2: torch.Tensor,
@@ -127,7 +146,7 @@ def cosine_embedding_loss(
     _checks.embedding.cosine_shapes(fn, input1, input2, target)
     _checks.broadcast_shape(fn, ("input1", "input2"), input1, input2)
     if _fused_ok(input1, input2, target):
-        return _CosineEmbedding.apply(input1, input2, target, margin, reduction)[0]
+        return _cosine_apply(input1, input2, target, margin, reduction)[0]
     if target.dim() == 0:
         loss = cosine_embedding(cosine(input1.unsqueeze(0), input2.unsqueeze(0)), target, margin).squeeze(0)
     else:

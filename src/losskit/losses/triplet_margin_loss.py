@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -9,6 +10,7 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
+from ..engine import native_embedding
 from ..engine.autocast import fp32_under_autocast
 from ._base import Loss
 
@@ -27,7 +29,23 @@ def triplet(d_pos: torch.Tensor, d_neg: torch.Tensor, margin: float, d_swap: tor
     return torch.clamp_min(margin + d_pos - d_neg, 0)
 
 
-@fp32_under_autocast  # on torch's fp32 autocast list
+def _general(anchor, positive, negative, margin: float, p: float, eps: float, swap: bool, reduction: str):
+    """The loss in differentiable torch ops (double backward through the native path)."""
+    d_swap = pairwise(positive, negative, p, eps) if swap else None
+    loss = triplet(pairwise(anchor, positive, p, eps), pairwise(anchor, negative, p, eps), margin, d_swap)
+    return _reduction.reduce_loss(loss, reduction)
+
+
+def _fast(
+    anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False, size_average=None, reduce=None, reduction="mean"
+):
+    if size_average is not None or reduce is not None:
+        return None
+    general = functools.partial(_general, margin=margin, p=p, eps=eps, swap=swap, reduction=reduction)
+    return native_embedding.triplet_plain(anchor, positive, negative, margin, p, eps, swap, reduction, general)
+
+
+@fp32_under_autocast(fast=_fast)  # on torch's fp32 autocast list
 def triplet_margin_loss(
     anchor: torch.Tensor,
     positive: torch.Tensor,
@@ -68,9 +86,7 @@ def triplet_margin_loss(
     names = ("anchor", "positive", "negative")
     _checks.embedding.same_ndim3(fn, names, anchor, positive, negative)
     _checks.broadcast_shape(fn, names, anchor, positive, negative)
-    d_swap = pairwise(positive, negative, p, eps) if swap else None
-    loss = triplet(pairwise(anchor, positive, p, eps), pairwise(anchor, negative, p, eps), margin, d_swap)
-    return _reduction.reduce_loss(loss, reduction)
+    return _general(anchor, positive, negative, margin, p, eps, swap, reduction)
 
 
 def triplet_margin_with_distance_loss(
