@@ -6,7 +6,8 @@ Each case runs in fresh processes through the shared harness (:func:`losskit.cli
 repeats, peak extra memory as the ``VmHWM`` delta), once per implementation:
 
 * ``torch``: ``torch.nn.functional.cross_entropy``, forward + backward;
-* ``losskit``: ``losskit.functional.cross_entropy`` with the kernel built for the CPU's best level (AVX-512 here);
+* ``losskit``: ``losskit.functional.cross_entropy`` with the kernel built for the CPU's best level (the table
+  names the level each run reported);
 * ``losskit_avx2``: the same with ``LOSSKIT_ISA=x86-64-v3`` (the AVX2 build, as on a machine without AVX-512);
 * ``copy_prefaulted``: ``dst.copy_(x)`` into a buffer already written once: one read of the logits and one write,
   the memory-bandwidth floor of a forward + backward;
@@ -206,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+_LEVELS = {"x86-64-v4": "AVX-512", "x86-64-v3": "AVX2", "x86-64": "baseline"}
+
+
 def table(best: dict, cases: list, machine: str, loads: list[float]) -> str:
     """Markdown: per case and build, time against torch and against the pre-faulted copy, memory against torch."""
 
@@ -220,8 +224,10 @@ def table(best: dict, cases: list, machine: str, loads: list[float]) -> str:
     ]
     for n, c, dt, opt in cases:
         ref, pre, fresh = (best.get((n, c, dt, opt, i), {}) for i in ("torch", "copy_prefaulted", "copy"))
-        for impl, build in (("losskit", "AVX-512"), ("losskit_avx2", "AVX2")):
+        for impl in ("losskit", "losskit_avx2"):
             m = best.get((n, c, dt, opt, impl), {})
+            level = _LEVELS.get(m.get("isa", ""), m.get("isa", "?"))
+            build = f"{level} (best here)" if impl == "losskit" else f"{level} (LOSSKIT_ISA)"
             ours, tr, tp, tf = t(m), t(ref), t(pre), t(fresh)
             if ours is None:
                 lines.append(f"| {n}×{c} {dt} {opt} | | | {build} | {m.get('error', 'not run')} | | | | |")
