@@ -148,3 +148,25 @@ def test_calls_left_to_the_general_path(calls):
         LF.triplet_margin_loss(a, b, b, margin=0.0)
     LF.triplet_margin_loss(a.requires_grad_(), b, b)
     assert calls == [NE.TRIPLET]
+
+
+@pytest.mark.parametrize("distance", [None, "module-default", "pairwise-p1", "custom"])
+def test_triplet_with_distance_default_takes_the_kernel(calls, distance):
+    """torch's default distance (None, or an nn.PairwiseDistance with its defaults) is the p = 2 triplet: same
+    kernel, torch's numbers; any other distance function runs as given."""
+    fn = {
+        None: None,
+        "module-default": torch.nn.PairwiseDistance(),
+        "pairwise-p1": torch.nn.PairwiseDistance(p=1),
+        "custom": lambda x, y: (x - y).abs().sum(-1),
+    }[distance]
+    g = seeded("with-distance", distance)
+    inputs = [torch.randn(9, 4, generator=g, dtype=torch.float64) for _ in range(3)]
+    kw = {"distance_function": fn, "swap": True, "margin": 0.7}
+    (ours, og), (ref, rg) = _both(
+        LF.triplet_margin_with_distance_loss, F.triplet_margin_with_distance_loss, inputs, (0, 1, 2), kw
+    )
+    assert calls == ([NE.TRIPLET] if distance in (None, "module-default") else [])
+    torch.testing.assert_close(ours, ref, rtol=1e-13, atol=1e-13)
+    for o, r in zip(og, rg, strict=True):
+        torch.testing.assert_close(o, r, rtol=1e-12, atol=1e-13)

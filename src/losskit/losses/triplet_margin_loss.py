@@ -45,6 +45,18 @@ def _fast(
     return native_embedding.triplet_plain(anchor, positive, negative, margin, p, eps, swap, reduction, general)
 
 
+def _default_distance(distance_function) -> bool:
+    """None, or a ``PairwiseDistance`` with its defaults (the module's default): ``‖x - y + 1e-6‖₂``."""
+    if distance_function is None:
+        return True
+    return (
+        type(distance_function) is torch.nn.PairwiseDistance
+        and distance_function.norm == 2
+        and distance_function.eps == 1e-6
+        and not distance_function.keepdim
+    )
+
+
 @fp32_under_autocast(fast=_fast)  # on torch's fp32 autocast list
 def triplet_margin_loss(
     anchor: torch.Tensor,
@@ -117,6 +129,10 @@ def triplet_margin_with_distance_loss(
         tensor(6.5000)
     """
     fn = "triplet_margin_with_distance_loss"
+    if _default_distance(distance_function):  # torch's default: the p = 2 pairwise distance, eps 1e-6
+        out = _fast(anchor, positive, negative, margin, 2, 1e-6, swap, reduction=reduction)
+        if out is not None:
+            return out
     reduction = _checks.reduction(reduction, _reduction.REDUCTIONS)
     margin = _checks.embedding.margin_positive(fn, margin)
     for name, t in (("anchor", anchor), ("positive", positive), ("negative", negative)):
