@@ -362,3 +362,75 @@ def test_multilabel_soft_margin_is_bce_with_logits_over_the_classes(kernel_calls
     tol = 1e-14 if dtype == torch.float64 else 2e-6
     torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
     torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=tol, atol=tol)
+
+
+# ================================================================================ the worker pool (kernels/pool.h)
+
+_POOL_X = torch.randn(NP.PARALLEL_ELEMENTS * 4 + 3, generator=seeded("pool-x"))
+_POOL_T = torch.randn(NP.PARALLEL_ELEMENTS * 4 + 3, generator=seeded("pool-t"))
+
+
+def _pool_step():
+    """mse forward+backward on the pool; only small torch ops besides (after a fork, torch's own OpenMP pool
+    would hang a large one): the loss and a slice of the gradient."""
+    leaf = _POOL_X.detach().requires_grad_()
+    loss = LF.mse_loss(leaf, _POOL_T)
+    loss.backward()
+    return float(loss.detach()), leaf.grad[-50:].tolist()
+
+
+def _pool_child(queue):
+    torch.set_num_threads(2)
+    queue.put(_pool_step())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_gets_a_pool_of_its_own(kernel_calls):
+    """The parent's workers do not exist in a forked child: its first parallel call starts its own (no hang),
+    with the same bits."""
+    import multiprocessing
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = _pool_step()
+    finally:
+        torch.set_num_threads(before)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_pool_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung")
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == expected
+
+
+def test_concurrent_callers_get_their_own_results(kernel_calls):
+    """Python threads calling at once (ctypes releases the GIL): one holds the pool, the others run alone; every
+    result is bitwise the single-caller one."""
+    import threading
+
+    problems = [(_POOL_X * (k + 1), _POOL_T - k) for k in range(4)]
+    expected = [LF.mse_loss(x, t, reduction="sum") for x, t in problems]
+    failures: list[str] = []
+
+    def work(k):
+        for _ in range(20):
+            got = LF.mse_loss(*problems[k], reduction="sum")
+            if not torch.equal(got, expected[k]):
+                failures.append(f"caller {k}: {float(got)} != {float(expected[k])}")
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=120)
+    finally:
+        torch.set_num_threads(before)
+    assert not failures, failures
