@@ -503,3 +503,37 @@ def test_misaligned_buffers_under_ubsan(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "runtime error" not in out.stderr, out.stderr[-3000:]
     assert out.stdout.strip().endswith("clean")
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("options", ["plain", "w+ls+z", "ignore+rows"])
+def test_tiny_rows_are_the_general_loop_bit_for_bit(dtype, options):
+    """Rows of at most two vectors of classes take the straight-line tiny_rows; every class count up to and past
+    it gives the general loop's bits (loss per row and gradient), whatever the options."""
+    before = _native.tiny_classes()
+    try:
+        for c in range(1, 35):
+            g = _gen("tiny", c, options)
+            x = (torch.randn(9, c, generator=g) * 4).to(dtype)
+            x[1, c // 2] = 50.0  # one class far above the others
+            x[2] = -float("inf")
+            x[2, c - 1] = 0.0  # all but one class impossible
+            y = torch.randint(0, c, (9,), generator=g)
+            w = torch.rand(c, generator=g) + 0.5 if options == "w+ls+z" else None
+            eps, z = (0.1, 1e-3) if options == "w+ls+z" else (0.0, 0.0)
+            if options == "ignore+rows":
+                y[::3] = -1
+            rs = torch.rand(9, generator=g) if options == "ignore+rows" else None
+            w_sum = float(w.sum()) if w is not None else float(c)
+            results = []
+            for tiny in (1 << 20, 0):
+                _native.tiny_classes(tiny)
+                rows, grad = torch.zeros(9), torch.zeros(9, c, dtype=dtype)
+                _native.cross_entropy_rows(x, grad, y, w, w_sum, eps, z, 0.5, rs, rows)
+                results.append((rows, grad))
+            bits = torch.int32 if dtype == torch.float32 else torch.int16
+            assert torch.equal(results[0][0].view(torch.int32), results[1][0].view(torch.int32)), c
+            assert torch.equal(results[0][1].view(bits), results[1][1].view(bits)), c
+    finally:
+        _native.tiny_classes(before)

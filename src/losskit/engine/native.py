@@ -51,7 +51,7 @@ class _KernelTargetError(IndexError):
 
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "cross_entropy.cpp"
-KERNEL_VERSION = 5  # what losskit_kernel_version() must return
+KERNEL_VERSION = 6  # what losskit_kernel_version() must return
 # The kernel hands chunks of about CHUNK_ELEMENTS (whole rows) to its worker pool (kernels/pool.h: threads that
 # wait between calls; starting a std::thread per call cost 60-80 µs on the VMs measured, a chunk's work about
 # 10 µs); from PARALLEL_ELEMENTS (two chunks) a call offers torch's thread count, below it runs on the caller's.
@@ -92,6 +92,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     h.restype, h.argtypes = ctypes.c_int, [ctypes.c_int]
     s = lib.losskit_ce_stream_bytes  # see stream_bytes()
     s.restype, s.argtypes = dbl, [dbl]
+    t = lib.losskit_ce_tiny_classes  # see tiny_classes()
+    t.restype, t.argtypes = i64, [i64]
 
 
 def _load() -> tuple[ctypes.CDLL | None, str]:
@@ -274,6 +276,16 @@ def stream_bytes(value: float | None = None) -> float:
     return float(lib.losskit_ce_stream_bytes(-1.0 if value is None else float(value)))
 
 
+def tiny_classes(value: int | None = None) -> int:
+    """Rows of at most this many classes (and at most two vectors: 16 classes with AVX2, 32 with AVX-512) go
+    through the kernel's straight-line ``tiny_rows`` instead of its general row loop (same arithmetic, same bits).
+    ``value`` sets it (0: the general loop always), None only asks. For tests; the setting is per process."""
+    lib = library()
+    if lib is None:
+        return 0
+    return int(lib.losskit_ce_tiny_classes(-1 if value is None else int(value)))
+
+
 # ================================================================================ a sum in a fixed order
 
 SUM_BLOCK = 2048  # below torch's parallel grain (32768): one block is summed by one thread
@@ -305,5 +317,6 @@ __all__ = [
     "library",
     "status",
     "stream_bytes",
+    "tiny_classes",
     "supports",
 ]

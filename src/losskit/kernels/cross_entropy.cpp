@@ -380,6 +380,9 @@ constexpr bool CAN_STREAM = false;
 #endif
 // gradients of at least this many bytes are written with non-temporal stores (losskit_ce_stream_bytes sets it)
 std::atomic<double> stream_bytes{double(8 << 20)};
+// rows of at most this many classes (and at most 2V) go through tiny_rows (losskit_ce_tiny_classes sets it; tests
+// set 0 to compare both loops bit for bit)
+std::atomic<int64_t> tiny_classes{int64_t(1) << 62};
 
 // the largest of x[i0, i1) (a NaN may or may not win, as in the old whole-row pass: it poisons the sum anyway)
 template <class IO>
@@ -401,20 +404,25 @@ inline float block_max(const typename IO::T* xr, int64_t i0, int64_t i1) {
     return m;
 }
 
-// Rows of at most V classes (a classifier's 10 or 16): each row in one vector, with no scratch row and no block
-// bookkeeping. The arithmetic is that of rows_kernel's loop on such a row (one block; one vector, padded when
-// c < V), operation for operation, so that both give the same bits; only the loop structure is shorter, which
-// lets the CPU overlap consecutive rows (a row is a chain of dependent steps: max, exp, sum, log, division).
-template <class IO>
+// Rows of at most 2V classes (a classifier's 10 or 16): each row in one vector (NV = 1, c <= V) or two (NV = 2,
+// the second padded), with no scratch row and no block bookkeeping. The arithmetic is that of rows_kernel's loop
+// on such a row (one block; its whole vector, then the last c % V classes in one padded vector), operation for
+// operation, so that both give the same bits; only the loop structure is shorter, which lets the CPU overlap
+// consecutive rows (a row is a chain of dependent steps: max, exp, sum, log, division).
+template <class IO, int NV>
 int64_t tiny_rows(const typename IO::T* x, int64_t ldx, typename IO::T* g, int64_t ldg, int64_t r0, int64_t r1,
                   int64_t c, const Options& o) {
     typedef typename IO::T T;
     constexpr float ninf = -std::numeric_limits<float>::infinity();
-    const bool smooth = o.eps > 0.0, whole = c == V;
+    const bool smooth = o.eps > 0.0;
+    const int64_t part = c - (NV - 1) * V;  // classes in the last vector, 1..V
+    const bool whole = part == V;
     const double eps_c = o.eps / double(c);
-    const int cn = int(c);
-    const vi live = lane_index() < cn;
-    const vf wv = o.w ? (whole ? F32::load(o.w) : load_part<F32>(o.w, c, 0.0f)) : splat(0.0f);
+    const int cn = int(c), pn = int(part);
+    const vi live = lane_index() < pn;
+    const float* wl = o.w ? o.w + (NV - 1) * V : nullptr;  // the last vector's weights
+    const vf wv = wl ? (whole ? F32::load(wl) : load_part<F32>(wl, part, 0.0f)) : splat(0.0f);
+    const vf wv0 = NV == 2 && o.w ? F32::load(o.w) : splat(0.0f);
     for (int64_t r = r0; r < r1; ++r) {
         const T* xr = x + r * ldx;
         T* gr = g ? g + r * ldg : nullptr;
@@ -425,16 +433,34 @@ int64_t tiny_rows(const typename IO::T* x, int64_t ldx, typename IO::T* g, int64
             continue;
         }
         if (y >= c) return r + 1;
-        const vf xv = whole ? IO::load(xr) : load_part<IO>(xr, c, 0.0f);
+        const T* xl = xr + (NV - 1) * V;  // the last vector's classes
+        const vf x0 = NV == 2 ? IO::load(xr) : splat(0.0f);
+        const vf xv = whole ? IO::load(xl) : load_part<IO>(xl, part, 0.0f);
         float m = ninf;  // NaNs are passed over, as block_max does
-        for (int l = 0; l < cn; ++l) m = xv[l] > m ? xv[l] : m;
+        if (NV == 2)
+            for (int l = 0; l < V; ++l) m = x0[l] > m ? x0[l] : m;
+        for (int l = 0; l < pn; ++l) m = xv[l] > m ? xv[l] : m;
         const float mb = m > ninf ? m : 0.0f;
+        const vf a0 = x0 - splat(mb);
+        const vf ea0 = NV == 2 ? vexp(a0) : splat(0.0f);
         const vf a = whole ? xv - splat(mb) : (live ? xv - splat(mb) : splat(0.0f));
         const vf ea = whole ? vexp(a) : (live ? vexp(a) : splat(0.0f));
         double S = 0.0, dot = 0.0;
-        for (int l = 0; l < cn; ++l) S += ea[l];  // the lanes past c hold 0
+        if (NV == 2) {
+            S = hsum(ea0 + ea);  // rows_kernel: both vectors into one accumulator, then its lanes
+        } else {
+            for (int l = 0; l < cn; ++l) S += ea[l];  // the lanes past c hold 0
+        }
         if (smooth) {
-            if (whole) {
+            if (NV == 2 && whole) {  // rows_kernel: two vector accumulators, added lane by lane, then summed
+                vf d0 = splat(0.0f), d1 = d0;  // its very steps (a product folded into its sum is rounded once)
+                d0 += o.w ? a0 * wv0 : a0;
+                d1 += o.w ? a * wv : a;
+                dot = hsum(d0 + d1);
+            } else if (NV == 2) {  // rows_kernel: the whole vector into the vector sum, the rest class by class
+                for (int l = 0; l < pn; ++l) dot += o.w ? double(a[l]) * ld(wl + l) : double(a[l]);
+                dot = hsum(o.w ? a0 * wv0 : a0) + dot;
+            } else if (whole) {
                 dot = hsum(o.w ? a * wv : a);
             } else {
                 for (int l = 0; l < cn; ++l) dot += o.w ? double(a[l]) * ld(o.w + l) : double(a[l]);
@@ -454,13 +480,15 @@ int64_t tiny_rows(const typename IO::T* x, int64_t ldx, typename IO::T* g, int64
         const float hit = float(-(1.0 - o.eps) * w_y * s_n);
         const float f = float(coef / S);
         const vf vk = splat(k);
+        if (NV == 2) IO::store(gr, grad_vals(ea0, splat(f), smooth, o.w ? vk * wv0 : vk));
         const vf out = grad_vals(ea, splat(f), smooth, o.w ? vk * wv : vk);
+        T* gl = gr + (NV - 1) * V;
         if (whole) {
-            IO::store(gr, out);
+            IO::store(gl, out);
         } else {
-            for (int l = 0; l < cn; ++l) IO::put(gr + l, out[l]);
+            for (int l = 0; l < pn; ++l) IO::put(gl + l, out[l]);
         }
-        float g_y = ea[y] * f + hit;
+        float g_y = (y < (NV - 1) * V ? ea0[y] : ea[y - (NV - 1) * V]) * f + hit;
         if (smooth) g_y -= o.w ? k * ld(o.w + y) : k;
         IO::put(gr + y, g_y);
     }
@@ -474,7 +502,10 @@ template <class IO>
 int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int64_t ldg, int64_t r0, int64_t r1,
                     int64_t c, const Options& o, bool stream) {
     typedef typename IO::T T;
-    if (c > 0 && c <= V) return tiny_rows<IO>(x, ldx, g, ldg, r0, r1, c, o);
+    if (c <= tiny_classes.load(std::memory_order_relaxed)) {
+        if (c > 0 && c <= V) return tiny_rows<IO, 1>(x, ldx, g, ldg, r0, r1, c, o);
+        if (c > V && c <= 2 * V) return tiny_rows<IO, 2>(x, ldx, g, ldg, r0, r1, c, o);
+    }
     constexpr uintptr_t VB = sizeof(T) * V;
     const bool smooth = o.eps > 0.0;
     stream = stream && CAN_STREAM && g != nullptr && static_cast<const void*>(g) != static_cast<const void*>(x) &&
@@ -675,7 +706,7 @@ int64_t rows_kernel(const typename IO::T* x, int64_t ldx, typename IO::T* g, int
 
 extern "C" {
 
-int losskit_kernel_version() { return 5; }
+int losskit_kernel_version() { return 6; }
 
 // Whether bf16 gradients are rounded with AVX-512 BF16's vcvtneps2bf16 (1) or with integer operations (0), the
 // same bits either way; `set` 0 or 1 chooses (1 only where the CPU has it), -1 only asks. For the tests.
@@ -690,6 +721,11 @@ int losskit_ce_bf16_ne(int set) {
 
 // Gradients of at least `bytes` are written with non-temporal stores (8 MiB unless set; a negative value only
 // asks). Returns the value in force. For the tests and benchmarks.
+int64_t losskit_ce_tiny_classes(int64_t classes) {
+    if (classes >= 0) tiny_classes.store(classes);
+    return tiny_classes.load();
+}
+
 double losskit_ce_stream_bytes(double bytes) {
     if (bytes >= 0) stream_bytes.store(bytes);
     return stream_bytes.load();
