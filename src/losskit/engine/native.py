@@ -18,9 +18,6 @@ is ready); a child forked while a thread builds gets a fresh lock and builds or 
 from __future__ import annotations
 
 import ctypes
-import os
-import threading
-import warnings
 from pathlib import Path
 
 import torch
@@ -36,6 +33,7 @@ from .native_build import (  # noqa: F401 - the build configuration, also used b
     isa_level,
     sanitizers,
 )
+from .native_loader import Loader
 
 
 class _KernelArgumentError(ValueError):
@@ -58,23 +56,7 @@ KERNEL_VERSION = 6  # what losskit_kernel_version() must return
 CHUNK_ELEMENTS = 1 << 14
 PARALLEL_ELEMENTS = 2 * CHUNK_ELEMENTS
 
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_status = "not loaded yet"
-_state = "new"  # "new" -> "building" -> "done" (loaded or failed, for the life of the process)
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
-
-
-def _after_fork_in_child() -> None:
-    """The parent's building thread does not exist here: a fresh lock, and a build of the child's own."""
-    global _lock, _state, _status
-    _lock = threading.Lock()
-    if _state == "building":
-        _state, _status = "new", "not loaded yet"
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # ================================================================================ loading
@@ -96,25 +78,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     t.restype, t.argtypes = i64, [i64]
 
 
-def _load() -> tuple[ctypes.CDLL | None, str]:
-    if not _truthy("LOSSKIT_NATIVE", "1"):
-        return None, "disabled by LOSSKIT_NATIVE=0"
-    if not SOURCE.exists():
-        return None, f"kernel source missing: {SOURCE}"
-    if os.name != "posix" or fcntl is None:
-        return None, "the kernel is built on POSIX systems only; using torch ops"
-    cxx = _compiler()
-    if cxx is None:
-        return None, "no C++ compiler found (set CXX); using torch ops"
-    sanitize = sanitizers()
-    if sanitize and "address" in sanitize and "asan" not in os.environ.get("LD_PRELOAD", ""):
-        return None, "LOSSKIT_SANITIZE asks for AddressSanitizer, which needs LD_PRELOAD of libasan; using torch ops"
-    try:
-        lib, path = build_and_load(SOURCE, KERNEL_VERSION, cxx, sanitize)
-        _declare(lib)
-    except Exception as exc:  # noqa: BLE001 - any failure means: use torch ops, and say why
-        return None, f"build failed, using torch ops: {type(exc).__name__}: {exc}"
-    return lib, f"loaded {path}" + (f" (sanitizers: {sanitize})" if sanitize else "")
+_loader = Loader("CPU kernel", SOURCE, KERNEL_VERSION, _declare)
 
 
 def library() -> ctypes.CDLL | None:
@@ -122,39 +86,13 @@ def library() -> ctypes.CDLL | None:
 
     Only one thread builds; a call from another thread meanwhile returns None at once (torch ops for that
     call) instead of waiting for the compiler."""
-    global _lib, _status, _state
-    if _state == "done":
-        return _lib
-    lock = _lock
-    if not lock.acquire(blocking=False):
-        return None
-    try:
-        if _state != "done":
-            _state, _status = "building", "being built"
-            try:
-                _lib, _status = _load()
-                if _lib is None and "LOSSKIT_NATIVE=0" not in _status:
-                    warnings.warn(  # once per process: the build is not retried
-                        f"losskit: the CPU kernel is not available ({_status}). Results are the same, computed "
-                        "with torch ops (slower, more memory). Install a C++ compiler (g++) or set CXX; set "
-                        "LOSSKIT_NATIVE=0 to use torch ops without this warning.",
-                        RuntimeWarning,
-                        stacklevel=4,
-                    )
-            except BaseException as exc:  # KeyboardInterrupt, SystemExit: remembered, not retried
-                _lib, _status = None, f"build interrupted ({type(exc).__name__}); using torch ops in this process"
-                raise
-            finally:
-                _state = "done"
-    finally:
-        lock.release()
-    return _lib
+    return _loader.lib if _loader.state == "done" else _loader.library()
 
 
 def status() -> str:
     """Why :func:`library` is or is not available (it tries to load first)."""
     library()
-    return _status
+    return _loader.status
 
 
 # ================================================================================ calling

@@ -1,7 +1,6 @@
 """One kernel library's life in a process: built (or taken from the cache) and loaded on first use, by one thread.
 
-The element-wise and CTC kernels each hold one :class:`Loader` (the cross-entropy kernel's :mod:`.native` keeps
-its own, with its sanitizer and streaming configuration). The rules are the same for all:
+Each kernel library (cross entropy, element-wise, CTC) holds one :class:`Loader`. The rules:
 
 * ``library()`` returns the loaded ``ctypes.CDLL`` or None; None means the caller computes with torch ops, and
   ``status()`` says why (disabled by ``LOSSKIT_NATIVE=0``, no compiler, not POSIX, a failed build);
@@ -40,6 +39,8 @@ class Loader:
     def _load(self) -> tuple[ctypes.CDLL | None, str]:
         if not native_build._truthy("LOSSKIT_NATIVE", "1"):
             return None, "disabled by LOSSKIT_NATIVE=0"
+        if not self.source.exists():
+            return None, f"kernel source missing: {self.source}"
         if os.name != "posix" or native_build.fcntl is None:
             return None, "the kernel is built on POSIX systems only; using torch ops"
         cxx = native_build._compiler()
@@ -70,7 +71,8 @@ class Loader:
                     if self.lib is None and "LOSSKIT_NATIVE=0" not in self.status:
                         warnings.warn(
                             f"losskit: the {self.what} is not available ({self.status}). Results are the same, "
-                            "computed with torch ops. Set LOSSKIT_NATIVE=0 to use torch ops without this warning.",
+                            "computed with torch ops (slower, more memory). Install a C++ compiler (g++) or set "
+                            "CXX; set LOSSKIT_NATIVE=0 to use torch ops without this warning.",
                             RuntimeWarning,
                             stacklevel=5,
                         )
