@@ -371,3 +371,23 @@ def assert_same_across_thread_counts(x: torch.Tensor, y: torch.Tensor) -> None:
         torch.set_num_threads(before)
     for loss, grad in results[1:]:
         assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
+
+
+def in_forked_child(target: Callable, timeout: float = 60.0):
+    """What ``target(queue)`` put on its queue, run in a child made by ``fork`` (the test fails if the child
+    hangs or exits non-zero). Keep the child to small torch ops: torch's own OpenMP pool is not fork-safe once
+    the parent has used it."""
+    import multiprocessing
+
+    import pytest
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=target, args=(queue,))
+    child.start()
+    child.join(timeout=timeout)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung")
+    assert child.exitcode == 0
+    return queue.get(timeout=5)

@@ -16,7 +16,6 @@ limits that only turn a hang into a failure.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import platform
 import shutil
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import losskit.functional as LF
+from helpers import in_forked_child
 from helpers import seeded as _gen
 from losskit.engine import native as _native
 
@@ -441,16 +441,7 @@ def test_forked_child_gets_its_own_threads():
         expected = float(LF.cross_entropy(_FORK_X, _FORK_Y))
     finally:
         torch.set_num_threads(before)
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_forked_child, args=(queue,))
-    child.start()
-    child.join(timeout=60)
-    if child.is_alive():
-        child.kill()
-        pytest.fail("the forked child hung")
-    assert child.exitcode == 0
-    assert queue.get(timeout=5) == expected
+    assert in_forked_child(_forked_child) == expected
     assert abs(expected - float(F.cross_entropy(_FORK_X, _FORK_Y))) < 1e-5
 
 

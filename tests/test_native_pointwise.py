@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import losskit.functional as LF
-from helpers import seeded
+from helpers import in_forked_child, seeded
 from losskit.engine import native_pointwise as NP
 
 DISABLED = os.environ.get("LOSSKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
@@ -388,24 +388,14 @@ def _pool_child(queue):
 def test_forked_child_gets_a_pool_of_its_own(kernel_calls):
     """The parent's workers do not exist in a forked child: its first parallel call starts its own (no hang),
     with the same bits."""
-    import multiprocessing
-
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         expected = _pool_step()
     finally:
         torch.set_num_threads(before)
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_pool_child, args=(queue,))
-    child.start()
-    child.join(timeout=60)
-    if child.is_alive():
-        child.kill()
-        pytest.fail("the forked child hung")
-    assert child.exitcode == 0
-    assert queue.get(timeout=5) == expected
+    assert in_forked_child(_pool_child) == expected
+    assert abs(expected[0] - float(F.mse_loss(_POOL_X, _POOL_T))) <= 1e-6 * expected[0]  # and torch's value
 
 
 def test_concurrent_callers_get_their_own_results(kernel_calls):
@@ -415,6 +405,8 @@ def test_concurrent_callers_get_their_own_results(kernel_calls):
 
     problems = [(_POOL_X * (k + 1), _POOL_T - k) for k in range(4)]
     expected = [LF.mse_loss(x, t, reduction="sum") for x, t in problems]
+    for (x, t), e in zip(problems, expected, strict=True):  # the single caller's results are torch's
+        torch.testing.assert_close(e, F.mse_loss(x.double(), t.double(), reduction="sum").float(), rtol=1e-6, atol=0)
     failures: list[str] = []
 
     def work(k):

@@ -25,7 +25,7 @@ VERSION = 2  # what its losskit_kernel_version() returns
 # From this many (frame, sample, extended position) cells a call hands its samples to the kernel's worker pool
 # (kernels/pool.h); a cell costs a few exp/log, 10-20 ns.
 PARALLEL_CELLS = 1 << 10
-_DTYPES = {torch.float32: 0, torch.float64: 1}
+DTYPES = {torch.float32: 0, torch.float64: 1}  # the kernel's dtype codes
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -57,10 +57,11 @@ def threads(t: int, n: int, k: int) -> int:
     return 1 if t * n * (2 * k + 1) < PARALLEL_CELLS else max(1, min(torch.get_num_threads(), n))
 
 
-def _args(lp, y, il, tl, blank: int) -> tuple:
+def kernel_args(lp, y, il, tl, blank: int) -> tuple:
+    """The arguments the kernel's two entries share, for ``(T, N, C)`` log-probs and ``(N, K)`` int64 targets."""
     t, n, c = lp.shape
     return (
-        _DTYPES[lp.dtype],
+        DTYPES[lp.dtype],
         lp.data_ptr(),
         t,
         n,
@@ -74,45 +75,45 @@ def _args(lp, y, il, tl, blank: int) -> tuple:
     )
 
 
-def _reduce(nll, tl, reduction: str, zero_infinity: bool):
-    """torch's reduction of the per-sample losses (its ops, in its order)."""
+def _reduce(nll, lengths, reduction: str, zero_infinity: bool):
+    """torch's reduction of the per-sample losses (its ops, in its order); ``lengths``: the target lengths in
+    the loss's dtype, at least 1 ('mean' only)."""
     if zero_infinity:
         nll = torch.where(nll == float("inf"), torch.zeros((), dtype=nll.dtype), nll)
     if reduction == "mean":
-        return (nll / tl.to(nll.dtype).clamp_min(1)).mean()
+        return (nll / lengths).mean()
     return nll.sum() if reduction == "sum" else nll
 
 
 class _EagerCTC(torch.autograd.Function):
     """The eager ``ctc_loss`` of the common case once the forward kernel has run (``state``: the targets,
-    lengths, alpha and per-sample nll, blank, reduction, zero_infinity): forward reduces, backward turns the
+    lengths, alpha and per-sample nll, blank, reduction, zero_infinity, and for 'mean' the target lengths as
+    divisors, made once for both passes): forward reduces, backward turns the
     incoming gradient into torch's per-sample one (through the reduction's own backward) and runs the kernel's
     backward. As torch's, the gradient is not differentiable again."""
 
     @staticmethod
     def forward(ctx, lp, state):
-        y, il, tl, alpha, nll, blank, reduction, zero_infinity = state
+        *_, nll, _blank, reduction, zero_infinity, lengths = state
         ctx.save_for_backward(lp)
         ctx.state = state
-        return _reduce(nll, tl, reduction, zero_infinity)
+        return _reduce(nll, lengths, reduction, zero_infinity)
 
     @staticmethod
     def backward(ctx, grad_output):
         (lp,) = ctx.saved_tensors
-        y, il, tl, alpha, nll, blank, reduction, zero_infinity = ctx.state
+        y, il, tl, alpha, nll, blank, reduction, zero_infinity, lengths = ctx.state
         n = nll.shape[0]
         with torch.no_grad():
             go = grad_output.to(nll.dtype)
-            if reduction == "mean":  # MeanBackward then DivBackward, as torch's autograd computes them
-                per = (go / n).expand(n) / tl.to(nll.dtype).clamp_min(1)
-            else:
-                per = go.expand(n) if reduction == "sum" else go
+            # 'mean': MeanBackward then DivBackward, as torch's autograd computes them
+            per = go if reduction == "none" else (go / n).expand(n) / lengths if reduction == "mean" else go.expand(n)
             if zero_infinity:
                 per = torch.where(nll == float("inf"), torch.zeros((), dtype=nll.dtype), per)
             per = per.contiguous()
             grad = torch.empty(lp.shape, dtype=lp.dtype)
             code = library().losskit_ctc_backward(  # type: ignore[union-attr]
-                *_args(lp, y, il, tl, blank),
+                *kernel_args(lp, y, il, tl, blank),
                 alpha.data_ptr(),
                 nll.data_ptr(),
                 per.data_ptr(),
@@ -171,14 +172,14 @@ def plain(log_probs, targets, input_lengths, target_lengths, blank=0, reduction=
     alpha = log_probs.new_empty(n, t, 2 * y.shape[1] + 1)
     nll = log_probs.new_empty(n)
     code = _loader.lib.losskit_ctc_forward(  # type: ignore[union-attr]
-        *_args(log_probs, y, il, tl, blank), alpha.data_ptr(), nll.data_ptr(), threads(t, n, y.shape[1])
+        *kernel_args(log_probs, y, il, tl, blank), alpha.data_ptr(), nll.data_ptr(), threads(t, n, y.shape[1])
     )
     if code != 0:  # an invalid length or label (the general path says which), or no memory (it tries again)
         return None
-    state = (y, il, tl, alpha, nll, blank, reduction, zero_infinity)
+    lengths = tl.to(nll.dtype).clamp_min(1) if reduction == "mean" else None
     if log_probs.requires_grad and torch.is_grad_enabled():
-        return _apply(log_probs, state)
-    return _reduce(nll, tl, reduction, zero_infinity)
+        return _apply(log_probs, (y, il, tl, alpha, nll, blank, reduction, zero_infinity, lengths))
+    return _reduce(nll, lengths, reduction, zero_infinity)
 
 
 __all__ = ["library", "plain", "status"]

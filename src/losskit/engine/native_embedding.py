@@ -14,10 +14,9 @@ import ctypes
 
 import torch
 
-from .._tracing import _functorch_active, _is_compiling, _jit_tracing
 from . import native_build, native_pointwise
 from .autograd import eager_apply
-from .native_targets import _DTYPES, _available
+from .native_targets import _DTYPES, _available, readable
 
 COSINE, TRIPLET = 0, 1
 
@@ -99,24 +98,16 @@ _apply = eager_apply(NativeEmbedding)
 
 
 def _rows_ok(*tensors) -> bool:
-    """Plain contiguous CPU tensors of one fp32/fp64 dtype and one (N, D) shape, N and D > 0."""
+    """Readable (see :func:`.native_targets.readable`) tensors of one fp32/fp64 dtype and one (N, D) shape,
+    N and D > 0."""
     first = tensors[0]
-    if not (
-        type(first) is torch.Tensor
+    return (
+        readable(*tensors)
         and (first.dtype is torch.float32 or first.dtype is torch.float64)
         and first.dim() == 2
         and first.shape[0] > 0
         and first.shape[1] > 0
-    ):
-        return False
-    return all(
-        type(t) is torch.Tensor
-        and t.dtype is first.dtype
-        and t.shape == first.shape
-        and t.is_cpu
-        and t.is_contiguous()
-        and not t.is_neg()
-        for t in tensors
+        and all(t.dtype is first.dtype and t.shape == first.shape for t in tensors)
     )
 
 
@@ -131,14 +122,10 @@ def cosine_plain(input1, input2, target, margin, reduction, general):
     """The eager cosine_embedding_loss of ``(N, D)`` inputs with an ``(N,)`` target of their dtype (needing no
     grad), a finite float margin, 'mean' or 'sum'; or None."""
     if not (
-        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
-        and _rows_ok(input1, input2)
-        and type(target) is torch.Tensor
+        _rows_ok(input1, input2)
+        and readable(target)
         and target.dtype is input1.dtype
         and target.shape == (input1.shape[0],)
-        and target.is_cpu
-        and target.is_contiguous()
-        and not target.is_neg()
         and not target.requires_grad
         and (reduction == "mean" or reduction == "sum")
         and type(margin) in (float, int)
@@ -154,7 +141,6 @@ def triplet_plain(anchor, positive, negative, margin, p, eps, swap, reduction, g
     bool swap, 'mean' or 'sum'; or None."""
     if not (
         type(p) in (float, int)
-        and not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
         and _rows_ok(anchor, positive, negative)
         and (p == 1.0 or p == 2.0)
         and type(swap) is bool

@@ -14,10 +14,9 @@ import ctypes
 
 import torch
 
-from .._tracing import _functorch_active, _is_compiling, _jit_tracing
 from . import native_build, native_pointwise
 from .autograd import eager_apply
-from .native_targets import _DTYPES, _available
+from .native_targets import _DTYPES, _available, readable
 
 # ================================================================================ margin ranking
 
@@ -96,22 +95,12 @@ def margin_ranking_plain(input1, input2, target, margin, reduction):
     """The eager margin_ranking_loss of the common case, or None: three same-shape contiguous fp32/fp64 CPU
     tensors of one dtype (the target needing no grad), a finite float margin, 'mean' or 'sum'."""
     if not (
-        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
-        and type(input1) is torch.Tensor
-        and type(input2) is torch.Tensor
-        and type(target) is torch.Tensor
+        readable(input1, input2, target)
         and (input1.dtype is torch.float32 or input1.dtype is torch.float64)
         and input2.dtype is input1.dtype
         and target.dtype is input1.dtype
-        and input1.is_cpu
-        and input2.is_cpu
-        and target.is_cpu
         and input1.shape == input2.shape
         and input1.shape == target.shape
-        and input1.is_contiguous()
-        and input2.is_contiguous()
-        and target.is_contiguous()
-        and not (input1.is_neg() or input2.is_neg() or target.is_neg())
         and not target.requires_grad
         and input1.numel() > 0
         and (reduction == "mean" or reduction == "sum")
@@ -219,22 +208,12 @@ def gaussian_nll_plain(input, target, var, full, eps, reduction):
     contiguous fp32/fp64 CPU tensors of one dtype (up to SMALL_ELEMENTS), the target needing no grad, a
     finite float eps, a bool full, 'mean' or 'sum'."""
     if not (
-        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
-        and type(input) is torch.Tensor
-        and type(target) is torch.Tensor
-        and type(var) is torch.Tensor
+        readable(input, target, var)
         and (input.dtype is torch.float32 or input.dtype is torch.float64)
         and target.dtype is input.dtype
         and var.dtype is input.dtype
-        and input.is_cpu
-        and target.is_cpu
-        and var.is_cpu
         and input.shape == target.shape
         and input.shape == var.shape
-        and input.is_contiguous()
-        and target.is_contiguous()
-        and var.is_contiguous()
-        and not (input.is_neg() or target.is_neg() or var.is_neg())
         and not target.requires_grad
         and 0 < input.numel() <= SMALL_ELEMENTS
         and (reduction == "mean" or reduction == "sum")

@@ -25,6 +25,28 @@ def _available() -> bool:
     return native_pointwise.library() is not None
 
 
+def readable(*tensors) -> bool:
+    """An eager call (no dynamo, ``jit.trace`` or torch.func transform; checked first, dynamo folds it) whose
+    tensors a kernel may read through their data pointers: plain contiguous CPU tensors, no lazy negation."""
+    if _is_compiling() or _functorch_active() or _jit_tracing() is not None:
+        return False
+    return all(type(t) is torch.Tensor and t.is_cpu and t.is_contiguous() and not t.is_neg() for t in tensors)
+
+
+def _class_indices(input, target) -> bool:
+    """(N, C) fp32/fp64 scores and (N,) int64 class indices, readable, N·C > 0, the library loaded."""
+    return (
+        readable(input, target)
+        and (input.dtype is torch.float32 or input.dtype is torch.float64)
+        and target.dtype is torch.int64
+        and input.dim() == 2
+        and target.dim() == 1
+        and input.shape[0] == target.shape[0]
+        and input.numel() > 0
+        and _available()
+    )
+
+
 # ================================================================================ NLL
 
 
@@ -116,23 +138,7 @@ def nll_plain(input, target, ignore_index, reduction):
     """The eager NLL of the common case, or None: (N, C) contiguous fp32/fp64 CPU log-probabilities, (N,)
     int64 targets, no class weights, 'mean' or 'sum' (the caller checked the weight and legacy arguments)."""
     if not (
-        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
-        and type(input) is torch.Tensor
-        and type(target) is torch.Tensor
-        and (input.dtype is torch.float32 or input.dtype is torch.float64)
-        and target.dtype is torch.int64
-        and input.is_cpu
-        and target.is_cpu
-        and input.dim() == 2
-        and target.dim() == 1
-        and input.is_contiguous()
-        and target.is_contiguous()
-        and not input.is_neg()
-        and input.shape[0] == target.shape[0]
-        and input.numel() > 0
-        and (reduction == "mean" or reduction == "sum")
-        and type(ignore_index) is int
-        and _available()
+        _class_indices(input, target) and (reduction == "mean" or reduction == "sum") and type(ignore_index) is int
     ):
         return None
     mean = reduction == "mean"
@@ -213,17 +219,10 @@ def multilabel_margin_plain(input, target, reduction):
     """The eager multilabel_margin_loss of the common case, or None: (N, C) contiguous fp32/fp64 CPU scores,
     an int64 target of the same shape, 'mean' or 'sum'."""
     if not (
-        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
-        and type(input) is torch.Tensor
-        and type(target) is torch.Tensor
+        readable(input, target)
         and (input.dtype is torch.float32 or input.dtype is torch.float64)
         and target.dtype is torch.int64
-        and input.is_cpu
-        and target.is_cpu
         and input.dim() == 2
-        and input.is_contiguous()
-        and target.is_contiguous()
-        and not input.is_neg()
         and input.shape == target.shape
         and input.numel() > 0
         and (reduction == "mean" or reduction == "sum")
@@ -332,37 +331,20 @@ def multi_margin_plain(input, target, p, margin, weight, reduction):
     int64 targets, p 1 or 2, a finite float margin, no weight or a contiguous (C,) one of the input's dtype
     that needs no grad, 'mean' or 'sum'."""
     if not (
-        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
-        and type(input) is torch.Tensor
-        and type(target) is torch.Tensor
-        and (input.dtype is torch.float32 or input.dtype is torch.float64)
-        and target.dtype is torch.int64
-        and input.is_cpu
-        and target.is_cpu
-        and input.dim() == 2
-        and target.dim() == 1
-        and input.is_contiguous()
-        and target.is_contiguous()
-        and not input.is_neg()
-        and input.shape[0] == target.shape[0]
-        and input.numel() > 0
+        _class_indices(input, target)
         and (reduction == "mean" or reduction == "sum")
         and (p == 1 or p == 2)
         and type(p) is int
         and type(margin) in (float, int)
         and abs(margin) < float("inf")
-        and _available()
     ):
         return None
     if weight is not None and not (
-        type(weight) is torch.Tensor
+        readable(weight)
         and weight.dtype is input.dtype
-        and weight.is_cpu
         and weight.dim() == 1
         and weight.shape[0] == input.shape[1]
-        and weight.is_contiguous()
         and not weight.requires_grad
-        and not weight.is_neg()
     ):
         return None
     mean = reduction == "mean"

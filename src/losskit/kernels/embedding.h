@@ -139,32 +139,27 @@ struct EmbCall {
     double gscale, ldiv;
 };
 
+}  // extern "C"
+
+namespace losskit_rows {
+template <class T>
+void embedding(const EmbCall* e) {
+    const T *a = static_cast<const T*>(e->a), *b = static_cast<const T*>(e->b), *c = static_cast<const T*>(e->c);
+    T *ga = static_cast<T*>(e->ga), *gb = static_cast<T*>(e->gb), *gc = static_cast<T*>(e->gc);
+    const double total = e->kind == 0 ? cosine_rows<T>(a, b, c, ga, gb, e->n, e->d, e->margin, e->gscale)
+                                      : triplet_rows<T>(a, b, c, ga, gb, gc, e->n, e->d, e->margin, e->eps,
+                                                        e->p1 != 0, e->swap != 0, e->gscale);
+    put(static_cast<T*>(e->loss), 0, total / e->ldiv);
+}
+}  // namespace losskit_rows
+
+extern "C" {
+
 void losskit_embedding(const EmbCall* e) {
-    using namespace losskit_rows;
-    double total;
-    if (e->dtype == 0) {
-        typedef float T;
-        total = e->kind == 0
-                    ? cosine_rows<T>(static_cast<const T*>(e->a), static_cast<const T*>(e->b),
-                                     static_cast<const T*>(e->c), static_cast<T*>(e->ga), static_cast<T*>(e->gb),
-                                     e->n, e->d, e->margin, e->gscale)
-                    : triplet_rows<T>(static_cast<const T*>(e->a), static_cast<const T*>(e->b),
-                                      static_cast<const T*>(e->c), static_cast<T*>(e->ga), static_cast<T*>(e->gb),
-                                      static_cast<T*>(e->gc), e->n, e->d, e->margin, e->eps, e->p1 != 0,
-                                      e->swap != 0, e->gscale);
-        put(static_cast<T*>(e->loss), 0, total / e->ldiv);
-    } else {
-        typedef double T;
-        total = e->kind == 0
-                    ? cosine_rows<T>(static_cast<const T*>(e->a), static_cast<const T*>(e->b),
-                                     static_cast<const T*>(e->c), static_cast<T*>(e->ga), static_cast<T*>(e->gb),
-                                     e->n, e->d, e->margin, e->gscale)
-                    : triplet_rows<T>(static_cast<const T*>(e->a), static_cast<const T*>(e->b),
-                                      static_cast<const T*>(e->c), static_cast<T*>(e->ga), static_cast<T*>(e->gb),
-                                      static_cast<T*>(e->gc), e->n, e->d, e->margin, e->eps, e->p1 != 0,
-                                      e->swap != 0, e->gscale);
-        put(static_cast<T*>(e->loss), 0, total / e->ldiv);
-    }
+    if (e->dtype == 0)
+        losskit_rows::embedding<float>(e);
+    else
+        losskit_rows::embedding<double>(e);
 }
 
 }  // extern "C"

@@ -10,6 +10,7 @@ from .._catalog import Curve, Entry, Problem, randn
 from .._tracing import tracing
 from ..engine import native_pointwise, ops, pointwise
 from ..engine.autocast import fp32_under_autocast
+from ..engine.autograd import plain_apply
 from ..engine.pointwise import Pointwise
 from ._base import WeightedLoss
 
@@ -52,8 +53,11 @@ class _BinaryCrossEntropy(torch.autograd.Function):
         return grad_p, grad_t, None
 
 
+_binary_cross_entropy_apply = plain_apply(_BinaryCrossEntropy)  # torch's C++ apply in plain eager calls
+
+
 def bce_elementwise(p: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
-    return _BinaryCrossEntropy.apply(p, t, w)
+    return _binary_cross_entropy_apply(p, t, w)
 
 
 def _bce_reference(p: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None, reduction: str) -> torch.Tensor:

@@ -87,7 +87,7 @@ class _CosineEmbedding(torch.autograd.Function):
         return g1, g2, None, None, None
 
 
-_cosine_apply = plain_apply(_CosineEmbedding)
+_cosine_embedding_apply = plain_apply(_CosineEmbedding)  # torch's C++ apply in plain eager calls
 
 
 def _fused_ok(x1, x2, target) -> bool:
@@ -146,7 +146,7 @@ def cosine_embedding_loss(
     _checks.embedding.cosine_shapes(fn, input1, input2, target)
     _checks.broadcast_shape(fn, ("input1", "input2"), input1, input2)
     if _fused_ok(input1, input2, target):
-        return _cosine_apply(input1, input2, target, margin, reduction)[0]
+        return _cosine_embedding_apply(input1, input2, target, margin, reduction)[0]
     if target.dim() == 0:
         loss = cosine_embedding(cosine(input1.unsqueeze(0), input2.unsqueeze(0)), target, margin).squeeze(0)
     else:

@@ -23,6 +23,7 @@ from .. import _checks
 from .._catalog import Entry, Problem
 from ..engine import native_ctc
 from ..engine.autocast import fp32_under_autocast
+from ..engine.autograd import plain_apply
 from ._base import Loss
 
 
@@ -32,7 +33,6 @@ class _KernelMissing(RuntimeError):
 
 FN = "ctc_loss"
 _NINF = float("-inf")
-_DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -69,7 +69,7 @@ def _extended(y: Tensor, blank: int) -> tuple[Tensor, Tensor]:
 
 
 def _use_kernel(lp: Tensor) -> bool:
-    return lp.device.type == "cpu" and lp.dtype in _DTYPE_CODES and native_ctc.library() is not None
+    return lp.device.type == "cpu" and lp.dtype in native_ctc.DTYPES and native_ctc.library() is not None
 
 
 def _library() -> ctypes.CDLL:
@@ -78,28 +78,6 @@ def _library() -> ctypes.CDLL:
     if lib is None:
         raise _KernelMissing("losskit: the CTC kernel is not loaded")
     return lib
-
-
-def _threads(lp: Tensor, k: int) -> int:
-    t, n, _ = lp.shape
-    return native_ctc.threads(t, n, k)
-
-
-def _kernel_args(lp: Tensor, y: Tensor, il: Tensor, tl: Tensor, blank: int) -> tuple:
-    t, n, c = lp.shape
-    return (
-        _DTYPE_CODES[lp.dtype],
-        lp.data_ptr(),
-        t,
-        n,
-        c,
-        *lp.stride(),
-        y.data_ptr(),
-        y.shape[1],
-        il.data_ptr(),
-        tl.data_ptr(),
-        blank,
-    )
 
 
 def _cpu_int64(t: Tensor) -> Tensor:
@@ -194,7 +172,10 @@ def _forward_impl(log_probs, targets, input_lengths, target_lengths, blank):
     alpha = log_probs.new_empty(n, t, 2 * y.shape[1] + 1)
     nll = log_probs.new_empty(n)
     code = _library().losskit_ctc_forward(
-        *_kernel_args(log_probs, y, il, tl, blank), alpha.data_ptr(), nll.data_ptr(), _threads(log_probs, y.shape[1])
+        *native_ctc.kernel_args(log_probs, y, il, tl, blank),
+        alpha.data_ptr(),
+        nll.data_ptr(),
+        native_ctc.threads(t, n, y.shape[1]),
     )
     _checks.sequence.ctc_kernel_error(FN, code)
     return nll, alpha
@@ -210,13 +191,13 @@ def _backward_impl(grad_out, log_probs, targets, input_lengths, target_lengths, 
     nll, alpha = nll.contiguous(), alpha.contiguous()
     grad = torch.empty(log_probs.shape, dtype=log_probs.dtype)
     code = _library().losskit_ctc_backward(
-        *_kernel_args(log_probs, y, il, tl, blank),
+        *native_ctc.kernel_args(log_probs, y, il, tl, blank),
         alpha.data_ptr(),
         nll.data_ptr(),
         g.data_ptr(),
         int(zero_infinity),
         grad.data_ptr(),
-        _threads(log_probs, y.shape[1]),
+        native_ctc.threads(log_probs.shape[0], log_probs.shape[1], y.shape[1]),
     )
     _checks.sequence.ctc_kernel_error(FN, code)
     return grad
@@ -292,6 +273,9 @@ class _CTC(torch.autograd.Function):
         return grad, None, None, None, None, None
 
 
+_ctc_apply = plain_apply(_CTC)  # torch's C++ apply in plain eager calls
+
+
 # ---------------------------------------------------------------------------------------- public API
 
 
@@ -349,7 +333,7 @@ def ctc_loss(
     padded = _checks.sequence.ctc_targets(FN, targets, n)
     _checks.sequence.ctc_values(FN, targets, il, tl, t_max, c)
     y = _padded_targets(targets, tl, blank, padded)
-    nll, _ = _CTC.apply(lp, y, il, tl, blank, zero_infinity)
+    nll, _ = _ctc_apply(lp, y, il, tl, blank, zero_infinity)
     if zero_infinity:
         nll = torch.where(nll == float("inf"), torch.zeros((), dtype=nll.dtype, device=nll.device), nll)
     if reduction == "mean":

@@ -11,6 +11,7 @@ from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
 from .._tracing import tracing
 from ..engine import native_pairs
+from ..engine.autograd import plain_apply
 from ._base import Loss
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -36,9 +37,12 @@ class _ClampMin(torch.autograd.Function):
         return grad, None
 
 
+_clamp_min_apply = plain_apply(_ClampMin)  # torch's C++ apply in plain eager calls
+
+
 def clamped_var(var: torch.Tensor, eps: float) -> torch.Tensor:
     """``max(var, eps)`` with the identity as gradient (as torch's clamp under ``no_grad``)."""
-    return _ClampMin.apply(var, eps)
+    return _clamp_min_apply(var, eps)
 
 
 def gaussian_nll(input, target, var, full: bool) -> torch.Tensor:
@@ -136,6 +140,9 @@ class _GaussianNLL(torch.autograd.Function):
         )
 
 
+_gaussian_nll_apply = plain_apply(_GaussianNLL)  # torch's C++ apply in plain eager calls
+
+
 def _fused_ok(input, target, var) -> bool:
     if tracing() or input.dim() == 0 or input.numel() == 0:
         return False
@@ -191,7 +198,7 @@ def gaussian_nll_loss(
     reduction = _checks.reduction(reduction, _reduction.REDUCTIONS)
     _checks.broadcast_shape(fn, ("input", "target", "var"), input, target, var)
     if _fused_ok(input, target, var):
-        return _GaussianNLL.apply(input, target, var, eps, full, reduction)
+        return _gaussian_nll_apply(input, target, var, eps, full, reduction)
     return _reduction.reduce_loss(gaussian_nll(input, target, clamped_var(var, eps), full), reduction)
 
 

@@ -10,6 +10,7 @@ from .._catalog import Curve, Entry, Problem, class_indices, randn
 from .._tracing import tracing
 from ..engine import native_targets
 from ..engine.autocast import fp32_under_autocast
+from ..engine.autograd import plain_apply
 from ._base import WeightedLoss
 
 CHUNK_ELEMENTS = 1 << 17  # 512 KiB of fp32 per chunk: in cache, few Python steps
@@ -100,6 +101,9 @@ class _MultiMargin(torch.autograd.Function):
         return grad, None, None, None, None, None
 
 
+_multi_margin_apply = plain_apply(_MultiMargin)  # torch's C++ apply in plain eager calls
+
+
 def _fast(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
     """The common eager call on losskit's kernel, or None (see native_targets.multi_margin_plain)."""
     if size_average is None and reduce is None:
@@ -148,7 +152,7 @@ def multi_margin_loss(
     if n == 0:
         loss = x2.sum(1)
     elif not tracing() and not (weight is not None and weight.requires_grad):
-        loss = _MultiMargin.apply(x2, y, weight, p, margin, reduction if target.dim() else "none")
+        loss = _multi_margin_apply(x2, y, weight, p, margin, reduction if target.dim() else "none")
     else:
         loss = multi_margin(x2, y, p, margin, weight)
     if target.dim() == 0:

@@ -10,6 +10,7 @@ from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
 from .._tracing import tracing
 from ..engine import native_pointwise
+from ..engine.autograd import plain_apply
 from ._base import WeightedLoss
 from .binary_cross_entropy_with_logits import BCE_WITH_LOGITS
 
@@ -88,6 +89,9 @@ class _MultilabelSoftMargin(torch.autograd.Function):
         return grad, None, None, None
 
 
+_multilabel_soft_margin_apply = plain_apply(_MultilabelSoftMargin)  # torch's C++ apply in plain eager calls
+
+
 def _fused_ok(input, target, weight) -> bool:
     if tracing() or input.dim() == 0 or input.numel() == 0 or not input.is_floating_point():
         return False
@@ -159,7 +163,7 @@ def multilabel_soft_margin_loss(
     if _fused_ok(input, target, weight):
         x2, t2 = input.reshape(-1, c), target.reshape(-1, c)
         w = None if weight is None else weight.reshape(c)
-        loss = _MultilabelSoftMargin.apply(x2, t2, w, reduction)
+        loss = _multilabel_soft_margin_apply(x2, t2, w, reduction)
         return loss.reshape(input.shape[:-1]) if reduction == "none" else loss
     return _reduction.reduce_loss(multilabel_soft_margin(input, target, weight), reduction)
 
