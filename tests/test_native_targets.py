@@ -120,17 +120,30 @@ def test_multilabel_margin_double_backward_and_bad_target(mlm_calls):
         LF.multilabel_margin_loss(x, torch.tensor([[1, -1, 7, 0], [0, 2, -1, 3], [3, 2, 1, 0]]))
 
 
-def test_nll_large_gradient_zeroed_by_torch(nll_calls):
-    """From PARALLEL_ELEMENTS / 2 elements torch zeroes the gradient and the kernel writes only the picked ones."""
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_nll_large_gradient_zeroed_over_the_pool(nll_calls, threads):
+    """From PARALLEL_ELEMENTS the kernel zeroes and writes the gradient in row chunks over its worker pool: the
+    same bits as torch for any thread count (chunks of rows that do not divide N, ignored rows, retain_graph)."""
     g = seeded("nll-large")
-    x = torch.randn(300, 250, generator=g, dtype=torch.float64).log_softmax(1)
-    assert x.numel() >= NP.PARALLEL_ELEMENTS // 2
-    y = torch.randint(0, 250, (300,), generator=g)
+    x = torch.randn(301, 250, generator=g, dtype=torch.float64).log_softmax(1)
+    assert x.numel() >= NP.PARALLEL_ELEMENTS
+    y = torch.randint(0, 250, (301,), generator=g)
     y[::5] = -100
     ours_x, ref_x = x.clone().requires_grad_(), x.clone().requires_grad_()
-    LF.nll_loss(ours_x, y).backward()
-    F.nll_loss(ref_x, y).backward()
-    assert torch.equal(ours_x.grad, ref_x.grad)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ours = LF.nll_loss(ours_x, y)
+        ours.backward(retain_graph=True)
+        first = ours_x.grad.clone()
+        ours.backward()
+    finally:
+        torch.set_num_threads(before)
+    ref = F.nll_loss(ref_x, y)
+    ref.backward()
+    torch.testing.assert_close(ours, ref, rtol=1e-14, atol=0)  # sums in double, like torch's, in its order
+    assert torch.equal(first, ref_x.grad)
+    assert torch.equal(ours_x.grad, 2 * ref_x.grad)
 
 
 # ================================================================================ multi-class margin

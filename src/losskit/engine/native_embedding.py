@@ -51,7 +51,7 @@ def run(kind: int, a, b, c, options: tuple, wants: tuple[bool, bool, bool], gsca
     margin, eps, p1, swap, mean = options
     n, d = a.shape
     grads = [torch.empty_like(t) if want else None for t, want in zip((a, b, c), wants, strict=True)]
-    out = torch.empty((), dtype=a.dtype)
+    out = native_build.scalar(a.dtype)
     call, address = native_build.thread_struct(_EmbCall)
     call.kind = kind
     call.dtype = _DTYPES[a.dtype]

@@ -44,7 +44,7 @@ def mr_run(x1, x2, y, margin: float, mean: bool, grads: tuple[bool, bool], gscal
     n = x1.numel()
     g1 = torch.empty_like(x1) if grads[0] else None
     g2 = torch.empty_like(x2) if grads[1] else None
-    out = torch.empty((), dtype=x1.dtype)
+    out = native_build.scalar(x1.dtype)
     call, address = native_build.thread_struct(_MrCall)
     call.dtype = _DTYPES[x1.dtype]
     call.x1 = x1.data_ptr()
@@ -148,7 +148,7 @@ def gn_run(x, t, v, eps: float, full: bool, mean: bool, grads: tuple[bool, bool]
     n = x.numel()
     gx = torch.empty_like(x) if grads[0] else None
     gv = torch.empty_like(v) if grads[1] else None
-    out = torch.empty((), dtype=x.dtype)
+    out = native_build.scalar(x.dtype)
     call, address = native_build.thread_struct(_GnCall)
     call.dtype = _DTYPES[x.dtype]
     call.x = x.data_ptr()

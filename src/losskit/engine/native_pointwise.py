@@ -28,7 +28,7 @@ from .autograd import eager_apply
 from .native_loader import Loader
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "pointwise.cpp"
-VERSION = 9  # what its losskit_kernel_version() returns
+VERSION = 10  # what its losskit_kernel_version() returns
 
 MSE, L1, HUBER, SMOOTH_L1, SOFT_MARGIN, BCE_LOGITS, BCE, KL, KL_LOG, POISSON_LOG, POISSON, HINGE_EMBEDDING = range(12)
 
@@ -96,24 +96,32 @@ def run(kind: int, p: float, x, t, reduction: str, want_grad: bool, divisor=None
     'mean' divides the sum by the element count, 'sum' by ``divisor`` when given (kl_div's 'batchmean'); the
     gradient is ∂l/∂x times ``gscale`` (default: 1 over that divisor)."""
     n = x.numel()
-    grad = torch.empty_like(x) if want_grad else None
-    reduced = reduction != "none"
-    out = torch.empty((), dtype=x.dtype) if reduced else torch.empty_like(x)
     call, address = native_build.thread_struct(_Call)
     call.kind = kind
     call.dtype = _DTYPES[x.dtype]
     call.x = x.data_ptr()
     call.t = t.data_ptr()
-    call.g = None if grad is None else grad.data_ptr()
-    call.out = None if reduced else out.data_ptr()
-    call.loss = out.data_ptr() if reduced else None
     call.n = n
     call.p = p
+    grad = None
+    if want_grad:
+        grad = torch.empty_like(x)
+        call.g = grad.data_ptr()
+    else:
+        call.g = None
+    if reduction == "none":
+        out = torch.empty_like(x)
+        call.out = out.data_ptr()
+        call.loss = None
+    else:
+        out = native_build.scalar(x.dtype)
+        call.out = None
+        call.loss = out.data_ptr()
     div = float(n) if reduction == "mean" else (1.0 if divisor is None else float(divisor))
     call.gscale = 1.0 / div if gscale is None else gscale
     call.ldiv = div
     call.threads = torch.get_num_threads() if n >= PARALLEL_ELEMENTS else 1
-    bad = library().losskit_pointwise(address)  # type: ignore[union-attr]
+    bad = _loader.lib.losskit_pointwise(address)  # type: ignore[union-attr]  # loaded: every caller checked
     if bad:
         raise _BadProbability(bad - 1)
     return out, grad
@@ -196,6 +204,8 @@ def plain(spec, x, t, reduction, params=None, divisor=None):
     if code is None:
         return None
     try:
-        return loss(spec, params, x, t, reduction, code, divisor)
+        if x.requires_grad and torch.is_grad_enabled():
+            return _apply(x, t, (spec, params, code, reduction, divisor))
+        return run(code[0], code[1], x, t, reduction, False, divisor)[0]
     except _BadProbability:
         return None  # binary cross entropy's general path raises torch's error

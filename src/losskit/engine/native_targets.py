@@ -17,6 +17,7 @@ import torch
 from .._tracing import _functorch_active, _is_compiling, _jit_tracing
 from . import native_build, native_pointwise
 from .autograd import eager_apply
+from .native_pointwise import PARALLEL_ELEMENTS
 
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 
@@ -59,7 +60,7 @@ class _NllCall(ctypes.Structure):
         ("y", ctypes.c_void_p),
         ("w", ctypes.c_void_p),
         ("g", ctypes.c_void_p),
-        ("zeroed", ctypes.c_int64),
+        ("threads", ctypes.c_int64),
         ("loss", ctypes.c_void_p),
         ("n", ctypes.c_int64),
         ("c", ctypes.c_int64),
@@ -71,9 +72,6 @@ class _NllCall(ctypes.Structure):
     ]
 
 
-ZERO_BY_TORCH = 1 << 16  # elements of an NLL gradient from which torch zeroes it
-
-
 class _BadTarget(IndexError):
     """A target outside [0, C) (the caller's general path raises the clear error)."""
 
@@ -81,18 +79,15 @@ class _BadTarget(IndexError):
 def nll_run(x, y, ignore_index: int, mean: bool, want_grad: bool, gscale: float | None = None):
     """(loss, gradient or None, Σ w_y) of (N, C) contiguous fp32/fp64 log-probabilities and (N,) int64 targets."""
     n, c = x.shape
-    # a large gradient is zeroed by torch (its threads share the page faults of a fresh buffer), a small one by
-    # the kernel (one memset, no extra call)
-    zeroed = want_grad and x.numel() >= ZERO_BY_TORCH
-    grad = (torch.zeros_like(x) if zeroed else torch.empty_like(x)) if want_grad else None
-    out = torch.empty((), dtype=x.dtype)
+    grad = torch.empty_like(x) if want_grad else None  # the kernel zeroes it, row chunks over its pool
+    out = native_build.scalar(x.dtype)
     call, address = native_build.thread_struct(_NllCall)
     call.dtype = _DTYPES[x.dtype]
     call.x = x.data_ptr()
     call.y = y.data_ptr()
     call.w = None
     call.g = None if grad is None else grad.data_ptr()
-    call.zeroed = 1 if zeroed else 0
+    call.threads = torch.get_num_threads() if want_grad and x.numel() >= PARALLEL_ELEMENTS else 1
     call.loss = out.data_ptr()
     call.n = n
     call.c = c
@@ -174,7 +169,7 @@ def mlm_run(x, y, mean: bool, want_grad: bool, gscale: float | None = None):
     """(loss, gradient or None) of multilabel_margin_loss on (N, C) contiguous fp32/fp64 ``x`` and int64 ``y``."""
     n, c = x.shape
     grad = torch.empty_like(x) if want_grad else None
-    out = torch.empty((), dtype=x.dtype)
+    out = native_build.scalar(x.dtype)
     call, address = native_build.thread_struct(_MlmCall)
     call.dtype = _DTYPES[x.dtype]
     call.x = x.data_ptr()
@@ -266,7 +261,7 @@ def mm_run(x, y, w, p: int, margin: float, mean: bool, want_grad: bool, gscale: 
     optional contiguous (C,) class weights ``w`` of ``x``'s dtype."""
     n, c = x.shape
     grad = torch.empty_like(x) if want_grad else None
-    out = torch.empty((), dtype=x.dtype)
+    out = native_build.scalar(x.dtype)
     call, address = native_build.thread_struct(_MmCall)
     call.dtype = _DTYPES[x.dtype]
     call.x = x.data_ptr()

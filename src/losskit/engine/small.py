@@ -89,7 +89,7 @@ def _run(x, target, weight, opts, want_grad: bool):
     if want_grad:  # rows of c elements (empty_like keeps a dense layout's strides, so only for contiguous x)
         grad = torch.empty_like(x) if x.is_contiguous() else torch.empty((n, c), dtype=x.dtype)
     reduced = opts.reduction != "none"
-    out = torch.empty((), dtype=torch.float32) if reduced else torch.empty(n, dtype=torch.float32)
+    out = native_build.scalar(torch.float32) if reduced else torch.empty(n, dtype=torch.float32)
     call, address = native_build.thread_struct(_Call)
     call.dtype = _DTYPES[x.dtype]
     call.x = x.data_ptr()
