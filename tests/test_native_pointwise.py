@@ -426,3 +426,87 @@ def test_concurrent_callers_get_their_own_results(kernel_calls):
     finally:
         torch.set_num_threads(before)
     assert not failures, failures
+
+
+# ================================================================================ OpenMP: torch's own threads
+
+
+def _mapped(name: str) -> set[str]:
+    with open("/proc/self/maps") as maps:
+        return {line.split()[-1] for line in maps if os.path.basename(line.split()[-1]) == name}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps")
+def test_kernels_run_on_torchs_own_openmp_threads(kernel_calls):
+    """Built with OpenMP, the library's libgomp.so.1 is the copy torch loaded (not the system's beside it): one
+    OpenMP runtime for torch and losskit, one set of threads. (Other wheels may bring their own under other
+    names, e.g. scikit-learn's libgomp-<hash>.so.)"""
+    from pathlib import Path
+
+    from losskit.engine import native_build
+
+    lib = NP.library()
+    if not native_build.openmp(lib):
+        pytest.skip("this compiler built the kernels without OpenMP (losskit's own pool runs them)")
+    _pool_step()
+    torch_dir = Path(torch.__file__).parent.resolve()
+    runtimes = _mapped("libgomp.so.1")
+    assert len(runtimes) == 1, runtimes
+    assert Path(runtimes.pop()).resolve().is_relative_to(torch_dir)
+
+
+def _first_load_in_child(queue):
+    """The library loaded before the fork, then one built and loaded for the first time here (a fresh cache)."""
+    import tempfile
+
+    from losskit.engine import native_build
+    from losskit.engine.native_loader import Loader
+
+    inherited = native_build.openmp(NP.library())
+    os.environ["LOSSKIT_CACHE_DIR"] = tempfile.mkdtemp()
+    NP._loader = Loader("element-wise CPU kernel", NP.SOURCE, NP.VERSION, NP._declare)
+    torch.set_num_threads(2)
+    queue.put((inherited, native_build.openmp(NP.library()), _pool_step()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_runs_the_chunks_on_losskits_own_pool(kernel_calls):
+    """libgomp's threads are the parent's; fork does not promise them to the child (torch's own parallel ops hang
+    in one). A library loaded before the fork is told by its fork handler, one first loaded in the child by the
+    loader: both run their chunks on losskit's own pool there, with the same bits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = _pool_step()  # the parent's OpenMP threads exist now
+    finally:
+        torch.set_num_threads(before)
+    inherited, fresh, got = in_forked_child(_first_load_in_child, timeout=180)
+    assert (inherited, fresh) == (False, False)
+    assert got == expected
+
+
+def test_built_without_openmp_the_same_bits(tmp_path):
+    """LOSSKIT_OPENMP=0 builds the library without OpenMP (losskit's own pool runs the chunks): same bits."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, losskit.functional as LF\n"
+        "from losskit.engine import native_build, native_pointwise as NP\n"
+        "torch.set_num_threads(2)\n"
+        "g = torch.Generator().manual_seed(5)\n"
+        "x = torch.randn(NP.PARALLEL_ELEMENTS * 3 + 7, generator=g).requires_grad_()\n"
+        "t = torch.randn(x.shape, generator=g)\n"
+        "loss = LF.smooth_l1_loss(x, t)\n"
+        "loss.backward()\n"
+        "print(native_build.openmp(NP.library()), loss.item(), float(x.grad.double().sum()), x.grad[-3:].tolist())\n"
+    )
+    results = []
+    for flag in ("0", "1"):
+        env = {**os.environ, "LOSSKIT_OPENMP": flag, "LOSSKIT_CACHE_DIR": str(tmp_path)}
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        results.append(done.stdout.split(" ", 1))
+    assert results[0][0] == "False"
+    assert results[1][0] in ("True", "False")  # False: this compiler has no OpenMP
+    assert results[0][1] == results[1][1]

@@ -329,6 +329,16 @@ def _after_fork_in_child() -> None:
             os.close(fd)
     _held_lock_fds.clear()
     _build_groups.clear()  # the parent's compilers are the parent's to kill
+    _forked[0] = True
+
+
+_forked = [False]
+
+
+def in_forked_child() -> bool:
+    """Whether this process is a child forked (``os.fork``, multiprocessing's "fork") after losskit's import:
+    there the parent's OpenMP threads do not exist, and a library loaded now is told so (see pool.h)."""
+    return _forked[0]
 
 
 if hasattr(os, "register_at_fork"):
@@ -393,10 +403,32 @@ def _open_verified(target: Path, version: int) -> ctypes.CDLL | None:
 
 def build_and_load(source: Path, version: int, cxx: str, sanitize: str | None) -> tuple[ctypes.CDLL, Path]:
     """The library built from ``source`` (C ABI, ``losskit_kernel_version()`` returning ``version``) for this
-    CPU's instruction-set level, from the private cache or built into it; raises when that fails."""
+    CPU's instruction-set level, from the private cache or built into it; raises when that fails.
+
+    With OpenMP (``-fopenmp``) unless ``LOSSKIT_OPENMP=0``: the kernels' parallel loops then run on torch's own
+    OpenMP threads (``kernels/pool.h``). A compiler that cannot build with it (clang without libomp) builds
+    without it, and the kernels use losskit's own worker pool."""
+    if _truthy("LOSSKIT_OPENMP", "1"):
+        try:
+            return _build_and_load(source, version, cxx, sanitize, ["-fopenmp"])
+        except _BuildFailed as exc:
+            if "omp" not in str(exc).lower():
+                raise
+    return _build_and_load(source, version, cxx, sanitize, [])
+
+
+def openmp(lib: ctypes.CDLL) -> bool:
+    """Whether ``lib``'s parallel loops run on torch's OpenMP threads in this process (built with OpenMP, not in
+    a forked child); else on losskit's own worker pool."""
+    return bool(lib.losskit_pool_openmp())
+
+
+def _build_and_load(
+    source: Path, version: int, cxx: str, sanitize: str | None, extra: list[str]
+) -> tuple[ctypes.CDLL, Path]:
     timeout = build_timeout()
     level = isa_level()
-    flags = _flags(level, sanitize)
+    flags = [*_flags(level, sanitize), *extra]
     key = _key(source, cxx, flags, level, timeout)
     d = _private_cache_dir()
     target = d / f"{source.stem}-{level}-{key}.so"

@@ -52,6 +52,9 @@ class Loader:
         try:
             lib, path = native_build.build_and_load(self.source, self.version, cxx, sanitize)
             self.declare(lib)
+            lib.losskit_pool_openmp.restype = ctypes.c_int
+            if native_build.in_forked_child():  # not the parent's OpenMP threads: losskit's own pool (pool.h)
+                lib.losskit_pool_forked()
         except Exception as exc:  # noqa: BLE001 - any failure means: use torch ops, and say why
             return None, f"build failed, using torch ops: {type(exc).__name__}: {exc}"
         return lib, f"loaded {path}" + (f" (sanitizers: {sanitize})" if sanitize else "")
