@@ -140,6 +140,11 @@ class NativePointwise(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
+        grad = ctx.grad
+        # the common case first: a reduced loss, its first backward, grad_output 1 (loss.backward())
+        if grad is not None and ctx.state[3] != "none" and not torch.is_grad_enabled() and float(grad_output) == 1:
+            ctx.grad = None
+            return grad, None, None
         spec, params, (kind, p), reduction, divisor = ctx.state
         if torch.is_grad_enabled():  # create_graph=True: the loss's differentiable formula
             from .pointwise import differentiable_grad
