@@ -412,9 +412,13 @@ def build_and_load(source: Path, version: int, cxx: str, sanitize: str | None) -
         try:
             return _build_and_load(source, version, cxx, sanitize, ["-fopenmp"])
         except _BuildFailed as exc:
-            if "omp" not in str(exc).lower():
+            if not any(sign in str(exc) for sign in _NO_OPENMP):
                 raise
     return _build_and_load(source, version, cxx, sanitize, [])
+
+
+# what a compiler says when it cannot build with OpenMP (clang without libomp, gcc without libgomp)
+_NO_OPENMP = ("fopenmp", "omp.h", "lgomp", "lomp", "libgomp", "libomp")
 
 
 def openmp(lib: ctypes.CDLL) -> bool:

@@ -113,8 +113,10 @@ class NativeNll(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        ignore_index, mean = ctx.state
         grad, ctx.grad = ctx.grad, None
+        if grad is not None and not torch.is_grad_enabled() and float(grad_output) == 1:  # loss.backward()
+            return grad, None, None
+        ignore_index, mean = ctx.state
         x, y = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: the gradient is linear in grad_output, constant in x
             _, unit, _ = nll_run(x, y, ignore_index, mean, True)
@@ -198,6 +200,8 @@ class NativeMultilabelMargin(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         grad, ctx.grad = ctx.grad, None
+        if grad is not None and not torch.is_grad_enabled() and float(grad_output) == 1:  # loss.backward()
+            return grad, None, None
         x, y = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: piecewise linear, the gradient is constant in x
             _, unit = mlm_run(x, y, ctx.mean, True)
@@ -296,6 +300,8 @@ class NativeMultiMargin(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         grad, ctx.grad = ctx.grad, None
+        if grad is not None and not torch.is_grad_enabled() and float(grad_output) == 1:  # loss.backward()
+            return grad, None, None, None
         x, y, w = ctx.saved_tensors
         p, margin, mean = ctx.state
         if torch.is_grad_enabled():  # create_graph=True: torch's gradient formula in differentiable ops

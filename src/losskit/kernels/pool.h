@@ -138,10 +138,19 @@ void run(int threads, int64_t chunks, F& body) {
     }
 #ifdef _OPENMP
     if (!forked.load(std::memory_order_relaxed)) {
+        // block b: chunks [b·K/T, (b+1)·K/T); thread t takes the chunks of its own block first, in order, then
+        // those still unclaimed in the others' (a thread the OpenMP runtime did not start, or one descheduled on
+        // a shared machine, does not hold the call up)
+        std::vector<std::atomic<int64_t>> next(static_cast<size_t>(threads));
+        for (int b = 0; b < threads; ++b) next[size_t(b)].store(chunks * b / threads, std::memory_order_relaxed);
 #pragma omp parallel num_threads(threads)
         {
-            const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
-            for (int64_t i = chunks * t / team, end = chunks * (t + 1) / team; i < end; ++i) body(i);
+            const int t = omp_get_thread_num();
+            for (int k = 0; k < threads; ++k) {
+                const int b = (t + k) % threads;
+                const int64_t end = chunks * (b + 1) / threads;
+                for (int64_t i; (i = next[size_t(b)].fetch_add(1, std::memory_order_relaxed)) < end;) body(i);
+            }
         }
         return;
     }
