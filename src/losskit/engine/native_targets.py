@@ -20,10 +20,13 @@ from .autograd import eager_apply
 from .native_pointwise import PARALLEL_ELEMENTS
 
 _DTYPES = {torch.float32: 0, torch.float64: 1}
+_TENSOR = torch.Tensor
+_INF = float("inf")
 
 
 def _available() -> bool:
-    return native_pointwise.library() is not None
+    loader = native_pointwise._loader
+    return (loader.lib if loader.state == "done" else loader.library()) is not None
 
 
 def readable(*tensors) -> bool:
@@ -31,7 +34,10 @@ def readable(*tensors) -> bool:
     tensors a kernel may read through their data pointers: plain contiguous CPU tensors, no lazy negation."""
     if _is_compiling() or _functorch_active() or _jit_tracing() is not None:
         return False
-    return all(type(t) is torch.Tensor and t.is_cpu and t.is_contiguous() and not t.is_neg() for t in tensors)
+    for t in tensors:  # noqa: SIM110 - a loop, not all(<generator>): a third of this check's cost
+        if not (type(t) is _TENSOR and t.is_cpu and t.is_contiguous() and not t.is_neg()):
+            return False
+    return True
 
 
 def _class_indices(input, target) -> bool:
@@ -337,7 +343,7 @@ def multi_margin_plain(input, target, p, margin, weight, reduction):
         and (p == 1 or p == 2)
         and type(p) is int
         and type(margin) in (float, int)
-        and abs(margin) < float("inf")
+        and abs(margin) < _INF
     ):
         return None
     if weight is not None and not (
