@@ -50,9 +50,10 @@ class _KernelTargetError(IndexError):
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "cross_entropy.cpp"
 KERNEL_VERSION = 6  # what losskit_kernel_version() must return
-# The kernel hands chunks of about CHUNK_ELEMENTS (whole rows) to its worker pool (kernels/pool.h: threads that
-# wait between calls; starting a std::thread per call cost 60-80 µs on the VMs measured, a chunk's work about
-# 10 µs); from PARALLEL_ELEMENTS (two chunks) a call offers torch's thread count, below it runs on the caller's.
+# The kernel hands chunks of about CHUNK_ELEMENTS (whole rows) to its parallel loop (kernels/pool.h: torch's own
+# OpenMP threads, or losskit's pool of waiting threads; starting a std::thread per call cost 60-80 µs on the VMs
+# measured, a chunk's work about 10 µs); from PARALLEL_ELEMENTS (two chunks) a call offers torch's thread count,
+# below it runs on the caller's.
 CHUNK_ELEMENTS = 1 << 14
 PARALLEL_ELEMENTS = 2 * CHUNK_ELEMENTS
 

@@ -22,7 +22,7 @@ from .native_loader import Loader
 
 SOURCE = Path(__file__).parent.parent / "kernels" / "ctc.cpp"
 VERSION = 2  # what its losskit_kernel_version() returns
-# From this many (frame, sample, extended position) cells a call hands its samples to the kernel's worker pool
+# From this many (frame, sample, extended position) cells a call hands its samples to the kernel's parallel loop
 # (kernels/pool.h); a cell costs a few exp/log, 10-20 ns.
 PARALLEL_CELLS = 1 << 10
 DTYPES = {torch.float32: 0, torch.float64: 1}  # the kernel's dtype codes

@@ -32,7 +32,7 @@ VERSION = 10  # what its losskit_kernel_version() returns
 
 MSE, L1, HUBER, SMOOTH_L1, SOFT_MARGIN, BCE_LOGITS, BCE, KL, KL_LOG, POISSON_LOG, POISSON, HINGE_EMBEDDING = range(12)
 
-# From here the kernel hands chunks of 2^14 elements to its worker pool (kernels/pool.h), over torch's thread
+# From here the kernel hands chunks of 2^14 elements to its parallel loop (kernels/pool.h), over torch's thread
 # count; below, one chunk, the caller's thread alone.
 PARALLEL_ELEMENTS = 1 << 15
 _DTYPES = {torch.float32: 0, torch.float64: 1}

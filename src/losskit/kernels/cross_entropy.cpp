@@ -731,7 +731,7 @@ double losskit_ce_stream_bytes(double bytes) {
     return stream_bytes.load();
 }
 
-// Rows [0, n) in chunks over `threads` threads of the worker pool (the caller's among them). Every chunk has
+// Rows [0, n) in chunks over `threads` threads of the parallel loop (the caller's among them). Every chunk has
 // run when the call returns, so an interrupted or forked caller never sees a thread still writing into its
 // buffers. Returns 0, 1 + the first row whose target is outside [0, C), or -1 when
 // memory for a scratch row could not be had.
@@ -777,7 +777,7 @@ int64_t losskit_ce_rows(int dtype, const void* x, int64_t ldx, void* g, int64_t 
         }
     };
     if (threads <= 1 || n <= 1) return part(0, n);
-    // Chunks of about CHUNK_ELEMENTS (whole rows) handed to the worker pool (pool.h); each chunk's result kept
+    // Chunks of about CHUNK_ELEMENTS (whole rows) handed to the parallel loop (pool.h); each chunk's result kept
     // apart, so the first bad row is the same whichever thread met it.
     const int64_t rows_per = std::max<int64_t>(1, CHUNK_ELEMENTS / std::max<int64_t>(c, 1));
     const int64_t chunks = (n + rows_per - 1) / rows_per;

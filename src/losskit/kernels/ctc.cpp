@@ -205,7 +205,7 @@ void backward_one(const Problem& p, int64_t n, const S* alpha, const S* nll_all,
     }
 }
 
-// Samples [0, N) handed out one at a time over `threads` threads of the worker pool (pool.h; the caller's
+// Samples [0, N) handed out one at a time over `threads` threads of the parallel loop (pool.h; the caller's
 // thread is one of them); every sample has run when this returns. Returns 0, -1 when memory ran out, or 1 +
 // the first invalid sample.
 template <class F>

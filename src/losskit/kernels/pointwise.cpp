@@ -395,7 +395,7 @@ struct NllCall {
     const int64_t* y;
     const void* w;  // (c,) class weights or null
     void* g;        // (n, c) gradient, or null
-    int64_t threads; // for the gradient: rows zeroed and written in chunks over the worker pool
+    int64_t threads; // for the gradient: rows zeroed and written in chunks over the parallel loop
     void* loss;     // the reduced loss
     int64_t n, c, ignore_index;
     int64_t mean;       // 1: divide by Σ w_y
