@@ -14,6 +14,7 @@ a few attribute reads before any of the general checks run. Bigger problems take
 from __future__ import annotations
 
 import ctypes
+import struct
 
 import torch
 
@@ -55,10 +56,23 @@ class _Call(ctypes.Structure):
     ]
 
 
+# _Call's fields in one C-implemented call (every field is 8 bytes: no padding), instead of fifteen attribute
+# stores: a third of this path's Python bytecode, which counts most inside a training step (see the README's
+# "Inside a training step")
+_PACK = struct.Struct("<qQqQqqqQqQddqQQ").pack_into
+assert struct.calcsize("<qQqQqqqQqQddqQQ") == ctypes.sizeof(_Call)
+_LOADED: list = []  # the kernel's losskit_ce_small once the library is loaded
+
+
 def _kernel():
     """The kernel's ``losskit_ce_small`` (declared by :mod:`.native` when it loads the library); None without it."""
+    if _LOADED and native._loader.lib is not None:
+        return _LOADED[0]
     lib = native.library()
-    return None if lib is None else lib.losskit_ce_small
+    if lib is None:
+        return None
+    _LOADED[:] = [lib.losskit_ce_small]
+    return _LOADED[0]
 
 
 def eligible(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, opts) -> bool:
@@ -91,21 +105,25 @@ def _run(x, target, weight, opts, want_grad: bool):
     reduced = opts.reduction != "none"
     out = native_build.scalar(torch.float32) if reduced else torch.empty(n, dtype=torch.float32)
     call, address = native_build.thread_struct(_Call)
-    call.dtype = _DTYPES[x.dtype]
-    call.x = x.data_ptr()
-    call.ldx = x.stride(0)
-    call.g = None if grad is None else grad.data_ptr()
-    call.ldg = c
-    call.n = n
-    call.c = c
-    call.y = y.data_ptr()
-    call.ignore_index = opts.ignore_index
-    call.w = None if w is None else w.data_ptr()
-    call.eps = opts.label_smoothing
-    call.z = opts.z_loss
-    call.reduction = _REDUCTIONS[opts.reduction]
-    call.rows = None if reduced else out.data_ptr()
-    call.loss = out.data_ptr() if reduced else None
+    _PACK(
+        call,
+        0,
+        _DTYPES[x.dtype],
+        x.data_ptr(),
+        x.stride(0),
+        0 if grad is None else grad.data_ptr(),
+        c,
+        n,
+        c,
+        y.data_ptr(),
+        opts.ignore_index,
+        0 if w is None else w.data_ptr(),
+        opts.label_smoothing,
+        opts.z_loss,
+        _REDUCTIONS[opts.reduction],
+        0 if reduced else out.data_ptr(),
+        out.data_ptr() if reduced else 0,
+    )
     bad = _kernel()(address)
     if bad:
         _checks.class_range("cross_entropy", target, c, opts.ignore_index)  # raises the clear error
