@@ -46,6 +46,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_elementwise.py --out docs
 	$(BIN)/python benchmarks/bench_distributed.py --out docs
 	$(BIN)/python benchmarks/bench_transformers.py --out docs
+	$(BIN)/python benchmarks/bench_sweep.py --out docs
+	$(BIN)/python benchmarks/bench_training_step.py
 
 clean:
 	rm -rf $(VENV) build dist
