@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "pages.h"
 #include "pool.h"
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -753,18 +754,9 @@ int64_t losskit_ce_rows(int dtype, const void* x, int64_t ldx, void* g, int64_t 
             stream = false;
     }
 #endif
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    // A fresh gradient buffer is mapped but not yet touched: writing it costs a page fault (and a page cleared)
-    // per 4 KiB, about as much time as the kernel itself. Ask for transparent huge pages (2 MiB) on the whole
-    // 2 MiB-aligned part of it first; where THP is off (or the pages exist already) this changes nothing.
-    if (g != nullptr && g != x && n > 0) {
-        const size_t bytes = size_t(n - 1) * size_t(ldg) * (dtype == 0 ? 4 : 2) + size_t(c) * (dtype == 0 ? 4 : 2);
-        constexpr uintptr_t huge = uintptr_t(1) << 21;
-        const uintptr_t lo = (reinterpret_cast<uintptr_t>(g) + huge - 1) & ~(huge - 1);
-        const uintptr_t hi = (reinterpret_cast<uintptr_t>(g) + bytes) & ~(huge - 1);
-        if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-    }
-#endif
+    if (g != nullptr && g != x && n > 0)  // a fresh gradient: huge pages before its first write (pages.h)
+        losskit_pages::fresh_huge_pages(
+            g, size_t(n - 1) * size_t(ldg) * (dtype == 0 ? 4 : 2) + size_t(c) * (dtype == 0 ? 4 : 2));
     auto part = [&](int64_t r0, int64_t r1) -> int64_t {
         try {
             if (dtype == 0)

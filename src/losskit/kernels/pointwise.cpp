@@ -17,6 +17,7 @@
 #include <limits>
 #include <vector>
 
+#include "pages.h"
 #include "pool.h"
 
 #if defined(__AVX__)
@@ -427,6 +428,7 @@ int64_t nll(NllCall* a) {
     // Each chunk of rows is zeroed and its picked entries written while the rows are in the writing core's
     // cache (zeroing the whole buffer first and then writing one entry per row misses on every row once it
     // no longer fits in cache: a third of the time at 1024×1000).
+    losskit_pages::fresh_huge_pages(g, sizeof(T) * size_t(a->n) * size_t(a->c));  // a fresh gradient (pages.h)
     const int64_t c = a->c, rows = std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(c, 1));
     const int64_t chunks = (a->n + rows - 1) / rows;
     auto body = [&](int64_t k) {
@@ -718,6 +720,9 @@ int64_t losskit_pointwise(const PointCall* a) {
     };
     // Fixed chunks, each with its own partial sum, added up in chunk order: the loss is the same bits for any
     // number of threads (and whichever thread ran a chunk).
+    const size_t item = a->dtype == 0 ? sizeof(float) : sizeof(double);
+    losskit_pages::fresh_huge_pages(a->g, size_t(n) * item);  // fresh outputs: huge pages first (pages.h)
+    losskit_pages::fresh_huge_pages(a->out, size_t(n) * item);
     const int64_t chunks = n <= CHUNK ? 1 : (n + CHUNK - 1) / CHUNK;
     std::vector<std::pair<double, int64_t>> part(size_t(chunks), {0.0, 0});
     auto body = [&](int64_t k) {
