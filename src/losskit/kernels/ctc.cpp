@@ -29,6 +29,7 @@
 #include <limits>
 #include <vector>
 
+#include "pages.h"
 #include "pool.h"
 
 namespace {
@@ -268,6 +269,7 @@ int64_t losskit_ctc_backward(int dtype, const void* lp, int64_t T, int64_t N, in
                              int64_t blank, const void* alpha, const void* nll, const void* grad_out, int zero_inf,
                              void* grad, int threads) {
     const Problem p{lp, T, N, C, st, sn, sc, targets, K, il, tl, blank, 2 * K + 1};
+    losskit_pages::fresh_huge_pages(grad, size_t(T) * size_t(N) * size_t(C) * (dtype == 0 ? 4 : 8));  // pages.h
     return dtype == 0 ? backward<float>(p, alpha, nll, grad_out, zero_inf, grad, threads)
                       : backward<double>(p, alpha, nll, grad_out, zero_inf, grad, threads);
 }

@@ -156,6 +156,8 @@ void embedding(const EmbCall* e) {
 extern "C" {
 
 void losskit_embedding(const EmbCall* e) {
+    const size_t bytes = size_t(e->n) * size_t(e->d) * (e->dtype == 0 ? 4 : 8);
+    for (void* g : {e->ga, e->gb, e->gc}) losskit_pages::fresh_huge_pages(g, bytes);  // fresh gradients (pages.h)
     if (e->dtype == 0)
         losskit_rows::embedding<float>(e);
     else
