@@ -32,6 +32,9 @@ def _class_option_cases(fn: str) -> list:
             lambda F, _: f(F)(_x(), _y(), ignore_index=1.0),
             ("ignore_index", "float"),
         ),
+        # beyond int64: torch's "Overflow when unpacking long long" (the kernels' fast paths must not take it)
+        (f"{fn}-ignore-index-2**70", lambda F, _: f(F)(_x(), _y(), ignore_index=2**70), ("ignore_index", "int64")),
+        (f"{fn}-ignore-index--2**64", lambda F, _: f(F)(_x(), _y(), ignore_index=-(2**64)), ("ignore_index", "int64")),
     ]
     cases = [_case(i, c, fr) for i, c, fr in rows]
     cases.append(
@@ -72,6 +75,17 @@ CASES = [
         "cross_entropy-reduction-none-object",
         lambda F, _: F.cross_entropy(_x(), _y(), reduction=None),
         ("reduction", "None"),
+    ),
+    _case(
+        "ctc_loss-blank-2**70",
+        lambda F, _: F.ctc_loss(
+            torch.randn(5, 2, 4).log_softmax(2),
+            torch.tensor([[1, 2], [3, 1]]),
+            torch.tensor([5, 5]),
+            torch.tensor([2, 2]),
+            blank=2**70,
+        ),
+        ("blank", "int64"),
     ),
     # ---- regression: beta / delta
     _case(

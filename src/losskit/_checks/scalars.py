@@ -11,9 +11,15 @@ def number(fn: str, name: str, value: object) -> float:
     return float(value)
 
 
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
 def integer(fn: str, name: str, value: object) -> int:
+    """An int that fits torch's index type, int64 (torch raises "Overflow when unpacking long long" beyond)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise LossTypeError(f"{fn}(): '{name}' must be an int, not {type(value).__name__}")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise LossValueError(f"{fn}(): '{name}' must fit in int64 ([-2**63, 2**63 - 1]), got {value}")
     return value
 
 

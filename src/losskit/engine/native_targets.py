@@ -11,6 +11,7 @@ under ``create_graph=True``. The library is loaded by :mod:`.native_pointwise`.
 from __future__ import annotations
 
 import ctypes
+import struct
 
 import torch
 
@@ -78,6 +79,11 @@ class _NllCall(ctypes.Structure):
     ]
 
 
+# the struct's fields in one C-implemented call (all 8 bytes: no padding) instead of one attribute store each
+_NLL_PACK = struct.Struct("<qQQQQqQqqqqqdd").pack_into
+assert struct.calcsize("<qQQQQqQqqqqqdd") == ctypes.sizeof(_NllCall)
+
+
 class _BadTarget(IndexError):
     """A target outside [0, C) (the caller's general path raises the clear error)."""
 
@@ -88,20 +94,25 @@ def nll_run(x, y, ignore_index: int, mean: bool, want_grad: bool, gscale: float 
     grad = torch.empty_like(x) if want_grad else None  # the kernel zeroes it, row chunks over its pool
     out = native_build.scalar(x.dtype)
     call, address = native_build.thread_struct(_NllCall)
-    call.dtype = _DTYPES[x.dtype]
-    call.x = x.data_ptr()
-    call.y = y.data_ptr()
-    call.w = None
-    call.g = None if grad is None else grad.data_ptr()
-    call.threads = torch.get_num_threads() if want_grad and x.numel() >= PARALLEL_ELEMENTS else 1
-    call.loss = out.data_ptr()
-    call.n = n
-    call.c = c
-    call.ignore_index = ignore_index
-    call.mean = 1 if mean else 0
-    call.has_scale = 0 if gscale is None else 1
-    call.gscale = 0.0 if gscale is None else gscale
-    bad = native_pointwise.library().losskit_nll(address)  # type: ignore[union-attr]
+    _NLL_PACK(
+        call,
+        0,
+        _DTYPES[x.dtype],
+        x.data_ptr(),
+        y.data_ptr(),
+        0,
+        0 if grad is None else grad.data_ptr(),
+        torch.get_num_threads() if want_grad and x.numel() >= PARALLEL_ELEMENTS else 1,
+        out.data_ptr(),
+        n,
+        c,
+        ignore_index,
+        1 if mean else 0,
+        0 if gscale is None else 1,
+        0.0 if gscale is None else gscale,
+        0.0,
+    )
+    bad = native_pointwise._loader.lib.losskit_nll(address)  # type: ignore[union-attr]  # callers checked
     if bad:
         raise _BadTarget(bad - 1)
     return out, grad, call.denom
@@ -141,7 +152,10 @@ def nll_plain(input, target, ignore_index, reduction):
     """The eager NLL of the common case, or None: (N, C) contiguous fp32/fp64 CPU log-probabilities, (N,)
     int64 targets, no class weights, 'mean' or 'sum' (the caller checked the weight and legacy arguments)."""
     if not (
-        _class_indices(input, target) and (reduction == "mean" or reduction == "sum") and type(ignore_index) is int
+        _class_indices(input, target)
+        and (reduction == "mean" or reduction == "sum")
+        and type(ignore_index) is int
+        and -(1 << 63) <= ignore_index < (1 << 63)  # int64, as the kernel takes it
     ):
         return None
     mean = reduction == "mean"
@@ -266,6 +280,10 @@ class _MmCall(ctypes.Structure):
     ]
 
 
+_MM_PACK = struct.Struct("<qQQQQQqqqdqqd").pack_into  # as _NLL_PACK
+assert struct.calcsize("<qQQQQQqqqdqqd") == ctypes.sizeof(_MmCall)
+
+
 def mm_run(x, y, w, p: int, margin: float, mean: bool, want_grad: bool, gscale: float | None = None):
     """(loss, gradient or None) of multi_margin_loss on (N, C) contiguous fp32/fp64 ``x``, (N,) int64 ``y`` and
     optional contiguous (C,) class weights ``w`` of ``x``'s dtype."""
@@ -273,20 +291,24 @@ def mm_run(x, y, w, p: int, margin: float, mean: bool, want_grad: bool, gscale: 
     grad = torch.empty_like(x) if want_grad else None
     out = native_build.scalar(x.dtype)
     call, address = native_build.thread_struct(_MmCall)
-    call.dtype = _DTYPES[x.dtype]
-    call.x = x.data_ptr()
-    call.y = y.data_ptr()
-    call.w = None if w is None else w.data_ptr()
-    call.g = None if grad is None else grad.data_ptr()
-    call.loss = out.data_ptr()
-    call.n = n
-    call.c = c
-    call.p = p
-    call.margin = margin
-    call.mean = 1 if mean else 0
-    call.has_scale = 0 if gscale is None else 1
-    call.gscale = 0.0 if gscale is None else gscale
-    bad = native_pointwise.library().losskit_multi_margin(address)  # type: ignore[union-attr]
+    _MM_PACK(
+        call,
+        0,
+        _DTYPES[x.dtype],
+        x.data_ptr(),
+        y.data_ptr(),
+        0 if w is None else w.data_ptr(),
+        0 if grad is None else grad.data_ptr(),
+        out.data_ptr(),
+        n,
+        c,
+        p,
+        margin,
+        1 if mean else 0,
+        0 if gscale is None else 1,
+        0.0 if gscale is None else gscale,
+    )
+    bad = native_pointwise._loader.lib.losskit_multi_margin(address)  # type: ignore[union-attr]  # checked
     if bad:
         raise _BadTarget(bad - 1)
     return out, grad

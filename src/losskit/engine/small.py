@@ -174,6 +174,7 @@ def _plain_options(reduction, ignore_index, label_smoothing, z_loss) -> CrossEnt
         if not (
             reduction in _REDUCTIONS
             and type(ignore_index) is int
+            and -(1 << 63) <= ignore_index < (1 << 63)  # int64, as the kernel takes it
             and type(label_smoothing) in (float, int)
             and 0.0 <= label_smoothing <= 1.0
             and type(z_loss) in (float, int)
