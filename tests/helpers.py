@@ -391,3 +391,22 @@ def in_forked_child(target: Callable, timeout: float = 60.0):
         pytest.fail("the forked child hung")
     assert child.exitcode == 0
     return queue.get(timeout=5)
+
+
+def run_in_threads(work: Callable, args: list[tuple], intra_op_threads: int, timeout: float = 120.0) -> None:
+    """``work(*a)`` for each ``a`` in ``args``, each in its own Python thread, all at once, with torch's intra-op
+    thread count set to ``intra_op_threads`` meanwhile (restored after); every thread is joined."""
+    import threading
+
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(intra_op_threads)
+    try:
+        threads = [threading.Thread(target=work, args=a) for a in args]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=timeout)
+    finally:
+        torch.set_num_threads(before)

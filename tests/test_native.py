@@ -33,6 +33,7 @@ from helpers import (
     ce_problem,
     num_classes,
     oracle_cross_entropy,
+    run_in_threads,
 )
 from helpers import seeded as _gen
 from losskit.engine import native as _native
@@ -286,26 +287,15 @@ def test_thread_split_is_bitwise_identical(dtype):
 @needs_kernel
 def test_concurrent_callers_from_python_threads():
     """Several Python threads calling at once, each with its own row count and thread split: all right."""
-    import threading
-
     problems = [(torch.randn(n, 70000, generator=_gen("conc", n)), n) for n in (2, 5, 3, 7)]
     results: dict[int, float] = {}
-    before = torch.get_num_threads()
-    torch.set_num_threads(8)
 
     def work(x, n):
         y = torch.arange(n) % 70000
         for _ in range(3):
             results[n] = float(LF.cross_entropy(x, y, reduction="sum"))
 
-    try:
-        threads = [threading.Thread(target=work, args=p) for p in problems]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-    finally:
-        torch.set_num_threads(before)
+    run_in_threads(work, problems, intra_op_threads=8)
     for x, n in problems:
         expected = float(F.cross_entropy(x.double(), torch.arange(n) % 70000, reduction="sum"))
         assert abs(results[n] - expected) < 1e-4 * abs(expected)

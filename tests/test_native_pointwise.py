@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import losskit.functional as LF
-from helpers import in_forked_child, seeded
+from helpers import in_forked_child, run_in_threads, seeded
 from losskit.engine import native_pointwise as NP
 
 DISABLED = os.environ.get("LOSSKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
@@ -401,7 +401,6 @@ def test_forked_child_gets_a_pool_of_its_own(kernel_calls):
 def test_concurrent_callers_get_their_own_results(kernel_calls):
     """Python threads calling at once (ctypes releases the GIL): one holds the pool, the others run alone; every
     result is bitwise the single-caller one."""
-    import threading
 
     problems = [(_POOL_X * (k + 1), _POOL_T - k) for k in range(4)]
     expected = [LF.mse_loss(x, t, reduction="sum") for x, t in problems]
@@ -415,16 +414,7 @@ def test_concurrent_callers_get_their_own_results(kernel_calls):
             if not torch.equal(got, expected[k]):
                 failures.append(f"caller {k}: {float(got)} != {float(expected[k])}")
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(timeout=120)
-    finally:
-        torch.set_num_threads(before)
+    run_in_threads(work, [(k,) for k in range(4)], intra_op_threads=2)
     assert not failures, failures
 
 
@@ -485,7 +475,8 @@ def test_a_forked_child_runs_the_chunks_on_losskits_own_pool(kernel_calls):
 
 
 def test_built_without_openmp_the_same_bits(tmp_path):
-    """LOSSKIT_OPENMP=0 builds the library without OpenMP (losskit's own pool runs the chunks): same bits."""
+    """LOSSKIT_OPENMP=0 builds the library without OpenMP (losskit's own pool runs the chunks): the same bits, and
+    both the loss and the gradient of torch's float64 smooth L1."""
     import subprocess
     import sys
 
@@ -498,7 +489,13 @@ def test_built_without_openmp_the_same_bits(tmp_path):
         "t = torch.randn(x.shape, generator=g)\n"
         "loss = LF.smooth_l1_loss(x, t)\n"
         "loss.backward()\n"
-        "print(native_build.openmp(NP.library()), loss.item(), float(x.grad.double().sum()), x.grad[-3:].tolist())\n"
+        "ref_x = x.detach().double().requires_grad_()\n"
+        "ref = torch.nn.functional.smooth_l1_loss(ref_x, t.double())\n"
+        "ref.backward()\n"
+        "close = abs(loss.item() - ref.item()) <= 1e-6 * ref.item() and torch.allclose(x.grad.double(), ref_x.grad,"
+        " rtol=1e-6, atol=1e-12)\n"
+        "print(native_build.openmp(NP.library()), close, loss.item(), float(x.grad.double().sum()),"
+        " x.grad[-3:].tolist())\n"
     )
     results = []
     for flag in ("0", "1"):
@@ -509,3 +506,4 @@ def test_built_without_openmp_the_same_bits(tmp_path):
     assert results[0][0] == "False"
     assert results[1][0] in ("True", "False")  # False: this compiler has no OpenMP
     assert results[0][1] == results[1][1]
+    assert results[0][1].startswith("True ")  # the oracle: torch in float64

@@ -24,6 +24,7 @@ from .classes import (
 from .errors import LossError, LossIndexError, LossTypeError, LossValueError
 from .linear import linear_layer, linear_target
 from .scalars import (
+    fits_int64,
     flag,
     integer,
     label_smoothing,
@@ -72,6 +73,7 @@ __all__ = [
     "keras",
     "embedding",
     "elementwise_weight",
+    "fits_int64",
     "flag",
     "floating",
     "floating_dtype",

@@ -14,11 +14,16 @@ def number(fn: str, name: str, value: object) -> float:
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
+def fits_int64(value: int) -> bool:
+    """Whether an int fits torch's index type (and a kernel's int64 argument); the fast paths decline others."""
+    return INT64_MIN <= value <= INT64_MAX
+
+
 def integer(fn: str, name: str, value: object) -> int:
     """An int that fits torch's index type, int64 (torch raises "Overflow when unpacking long long" beyond)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise LossTypeError(f"{fn}(): '{name}' must be an int, not {type(value).__name__}")
-    if not INT64_MIN <= value <= INT64_MAX:
+    if not fits_int64(value):
         raise LossValueError(f"{fn}(): '{name}' must fit in int64 ([-2**63, 2**63 - 1]), got {value}")
     return value
 

@@ -45,12 +45,9 @@ import signal
 import stat
 import subprocess
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
-
-import torch
 
 try:
     import fcntl
@@ -459,27 +456,3 @@ def _build_and_load(
         if lib is None:
             raise _BuildFailed(f"{target} was built but does not load as kernel version {version}")
         return lib, target
-
-
-_per_thread = threading.local()
-_SCALARS = {dtype: torch.empty((), dtype=dtype) for dtype in (torch.float32, torch.float64, torch.bfloat16)}
-
-
-def scalar(dtype: torch.dtype) -> torch.Tensor:
-    """A new uninitialised 0-dim CPU tensor of ``dtype`` (fp32, fp64 or bf16) for a kernel's reduced loss:
-    ``empty_like`` of a template, half the cost of ``torch.empty((), dtype=...)``'s argument parsing."""
-    return torch.empty_like(_SCALARS[dtype])
-
-
-def thread_struct(cls: type) -> tuple:
-    """This thread's one instance of the ctypes Structure ``cls`` and its address: a kernel's arguments are
-    filled into it in place (one converted argument per call instead of one per field) and the kernel reads it
-    while the GIL is released, so each thread has its own."""
-    slots = getattr(_per_thread, "slots", None)
-    if slots is None:
-        slots = _per_thread.slots = {}
-    slot = slots.get(cls)  # keyed by the class itself: two kernels' structs may share a name
-    if slot is None:
-        instance = cls()
-        slot = slots[cls] = (instance, ctypes.addressof(instance))
-    return slot

@@ -162,7 +162,7 @@ def plain(log_probs, targets, input_lengths, target_lengths, blank=0, reduction=
         and input_lengths.is_cpu
         and target_lengths.is_cpu
         and type(blank) is int
-        and -(1 << 63) <= blank < (1 << 63)  # int64, as the kernel takes it
+        and _checks.fits_int64(blank)
         and (reduction == "mean" or reduction == "sum" or reduction == "none")
         and type(zero_infinity) is bool
         and (_loader.lib if _loader.state == "done" else _loader.library()) is not None

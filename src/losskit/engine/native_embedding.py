@@ -14,7 +14,7 @@ import ctypes
 
 import torch
 
-from . import native_build, native_pointwise
+from . import native_calls, native_pointwise
 from .autograd import eager_apply
 from .native_targets import _DTYPES, _available, readable
 
@@ -45,24 +45,33 @@ class _EmbCall(ctypes.Structure):
     ]
 
 
+_FILL = native_calls.packer(_EmbCall)
+
+
 def run(kind: int, a, b, c, options: tuple, wants: tuple[bool, bool, bool], gscale: float | None = None):
     """(loss, ∂/∂a, ∂/∂b, ∂/∂c) (None where not wanted) of ``kind`` on contiguous ``(N, D)`` rows;
     ``options`` = (margin, eps, p == 1, swap, mean)."""
     margin, eps, p1, swap, mean = options
     n, d = a.shape
     grads = [torch.empty_like(t) if want else None for t, want in zip((a, b, c), wants, strict=True)]
-    out = native_build.scalar(a.dtype)
-    call, address = native_build.thread_struct(_EmbCall)
-    call.kind = kind
-    call.dtype = _DTYPES[a.dtype]
-    call.a, call.b, call.c = a.data_ptr(), b.data_ptr(), c.data_ptr()
-    call.ga, call.gb, call.gc = (None if g is None else g.data_ptr() for g in grads)
-    call.loss = out.data_ptr()
-    call.n, call.d = n, d
-    call.margin, call.eps = margin, eps
-    call.p1, call.swap = int(p1), int(swap)
-    call.gscale = (1.0 / n if mean else 1.0) if gscale is None else gscale
-    call.ldiv = float(n) if mean else 1.0
+    out = native_calls.scalar(a.dtype)
+    _, address = _FILL(
+        kind,
+        _DTYPES[a.dtype],
+        a.data_ptr(),
+        b.data_ptr(),
+        c.data_ptr(),
+        *(0 if g is None else g.data_ptr() for g in grads),
+        out.data_ptr(),
+        n,
+        d,
+        margin,
+        eps,
+        int(p1),
+        int(swap),
+        (1.0 / n if mean else 1.0) if gscale is None else gscale,
+        float(n) if mean else 1.0,
+    )
     native_pointwise.library().losskit_embedding(address)  # type: ignore[union-attr]
     return out, *grads
 

@@ -14,7 +14,7 @@ import ctypes
 
 import torch
 
-from . import native_build, native_pointwise
+from . import native_calls, native_pointwise
 from .autograd import eager_apply
 from .native_targets import _DTYPES, _available, readable
 
@@ -39,24 +39,28 @@ class _MrCall(ctypes.Structure):
     ]
 
 
+_MR_FILL = native_calls.packer(_MrCall)
+
+
 def mr_run(x1, x2, y, margin: float, mean: bool, grads: tuple[bool, bool], gscale: float | None = None):
     """(loss, ∂/∂x1 or None, ∂/∂x2 or None) of margin_ranking_loss on same-shape contiguous tensors."""
     n = x1.numel()
     g1 = torch.empty_like(x1) if grads[0] else None
     g2 = torch.empty_like(x2) if grads[1] else None
-    out = native_build.scalar(x1.dtype)
-    call, address = native_build.thread_struct(_MrCall)
-    call.dtype = _DTYPES[x1.dtype]
-    call.x1 = x1.data_ptr()
-    call.x2 = x2.data_ptr()
-    call.y = y.data_ptr()
-    call.g1 = None if g1 is None else g1.data_ptr()
-    call.g2 = None if g2 is None else g2.data_ptr()
-    call.loss = out.data_ptr()
-    call.n = n
-    call.margin = margin
-    call.mean = 1 if mean else 0
-    call.gscale = (1.0 / n if mean else 1.0) if gscale is None else gscale
+    out = native_calls.scalar(x1.dtype)
+    _, address = _MR_FILL(
+        _DTYPES[x1.dtype],
+        x1.data_ptr(),
+        x2.data_ptr(),
+        y.data_ptr(),
+        0 if g1 is None else g1.data_ptr(),
+        0 if g2 is None else g2.data_ptr(),
+        out.data_ptr(),
+        n,
+        margin,
+        1 if mean else 0,
+        (1.0 / n if mean else 1.0) if gscale is None else gscale,
+    )
     native_pointwise.library().losskit_margin_ranking(address)  # type: ignore[union-attr]
     return out, g1, g2
 
@@ -143,25 +147,29 @@ class _BadVar(ValueError):
     """A negative (or NaN) variance: the loss's checks raise the clear error."""
 
 
+_GN_FILL = native_calls.packer(_GnCall)
+
+
 def gn_run(x, t, v, eps: float, full: bool, mean: bool, grads: tuple[bool, bool], gscale: float | None = None):
     """(loss, ∂/∂input or None, ∂/∂var or None) of gaussian_nll_loss on same-shape contiguous tensors."""
     n = x.numel()
     gx = torch.empty_like(x) if grads[0] else None
     gv = torch.empty_like(v) if grads[1] else None
-    out = native_build.scalar(x.dtype)
-    call, address = native_build.thread_struct(_GnCall)
-    call.dtype = _DTYPES[x.dtype]
-    call.x = x.data_ptr()
-    call.t = t.data_ptr()
-    call.v = v.data_ptr()
-    call.gx = None if gx is None else gx.data_ptr()
-    call.gv = None if gv is None else gv.data_ptr()
-    call.loss = out.data_ptr()
-    call.n = n
-    call.eps = eps
-    call.full = 1 if full else 0
-    call.mean = 1 if mean else 0
-    call.gscale = (1.0 / n if mean else 1.0) if gscale is None else gscale
+    out = native_calls.scalar(x.dtype)
+    _, address = _GN_FILL(
+        _DTYPES[x.dtype],
+        x.data_ptr(),
+        t.data_ptr(),
+        v.data_ptr(),
+        0 if gx is None else gx.data_ptr(),
+        0 if gv is None else gv.data_ptr(),
+        out.data_ptr(),
+        n,
+        eps,
+        1 if full else 0,
+        1 if mean else 0,
+        (1.0 / n if mean else 1.0) if gscale is None else gscale,
+    )
     if native_pointwise.library().losskit_gaussian_nll(address):  # type: ignore[union-attr]
         raise _BadVar
     return out, gx, gv

@@ -18,13 +18,12 @@ case it does not take returns None for the loss's general path (which validates 
 from __future__ import annotations
 
 import ctypes
-import struct
 from pathlib import Path
 
 import torch
 
 from .._tracing import _functorch_active, _is_compiling, _jit_tracing
-from . import native_build
+from . import native_calls
 from .autograd import eager_apply
 from .native_loader import Loader
 
@@ -59,9 +58,7 @@ class _Call(ctypes.Structure):
     ]
 
 
-# _Call's fields in one C-implemented call (all 8 bytes: no padding) instead of twelve attribute stores
-_PACK = struct.Struct("<qqQQQQQqdddq").pack_into
-assert struct.calcsize("<qqQQQQQqdddq") == ctypes.sizeof(_Call)
+_FILL = native_calls.packer(_Call)
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -104,12 +101,9 @@ def run(kind: int, p: float, x, t, reduction: str, want_grad: bool, divisor=None
     n = x.numel()
     grad = torch.empty_like(x) if want_grad else None
     reduced = reduction != "none"
-    out = native_build.scalar(x.dtype) if reduced else torch.empty_like(x)
+    out = native_calls.scalar(x.dtype) if reduced else torch.empty_like(x)
     div = float(n) if reduction == "mean" else (1.0 if divisor is None else float(divisor))
-    call, address = native_build.thread_struct(_Call)
-    _PACK(
-        call,
-        0,
+    _, address = _FILL(
         kind,
         _DTYPES[x.dtype],
         x.data_ptr(),

@@ -11,12 +11,12 @@ under ``create_graph=True``. The library is loaded by :mod:`.native_pointwise`.
 from __future__ import annotations
 
 import ctypes
-import struct
 
 import torch
 
+from .. import _checks
 from .._tracing import _functorch_active, _is_compiling, _jit_tracing
-from . import native_build, native_pointwise
+from . import native_calls, native_pointwise
 from .autograd import eager_apply
 from .native_pointwise import PARALLEL_ELEMENTS
 
@@ -79,9 +79,7 @@ class _NllCall(ctypes.Structure):
     ]
 
 
-# the struct's fields in one C-implemented call (all 8 bytes: no padding) instead of one attribute store each
-_NLL_PACK = struct.Struct("<qQQQQqQqqqqqdd").pack_into
-assert struct.calcsize("<qQQQQqQqqqqqdd") == ctypes.sizeof(_NllCall)
+_NLL_FILL = native_calls.packer(_NllCall)
 
 
 class _BadTarget(IndexError):
@@ -92,11 +90,8 @@ def nll_run(x, y, ignore_index: int, mean: bool, want_grad: bool, gscale: float 
     """(loss, gradient or None, Σ w_y) of (N, C) contiguous fp32/fp64 log-probabilities and (N,) int64 targets."""
     n, c = x.shape
     grad = torch.empty_like(x) if want_grad else None  # the kernel zeroes it, row chunks over its pool
-    out = native_build.scalar(x.dtype)
-    call, address = native_build.thread_struct(_NllCall)
-    _NLL_PACK(
-        call,
-        0,
+    out = native_calls.scalar(x.dtype)
+    call, address = _NLL_FILL(
         _DTYPES[x.dtype],
         x.data_ptr(),
         y.data_ptr(),
@@ -155,7 +150,7 @@ def nll_plain(input, target, ignore_index, reduction):
         _class_indices(input, target)
         and (reduction == "mean" or reduction == "sum")
         and type(ignore_index) is int
-        and -(1 << 63) <= ignore_index < (1 << 63)  # int64, as the kernel takes it
+        and _checks.fits_int64(ignore_index)
     ):
         return None
     mean = reduction == "mean"
@@ -187,22 +182,26 @@ class _MlmCall(ctypes.Structure):
     ]
 
 
+_MLM_FILL = native_calls.packer(_MlmCall)
+
+
 def mlm_run(x, y, mean: bool, want_grad: bool, gscale: float | None = None):
     """(loss, gradient or None) of multilabel_margin_loss on (N, C) contiguous fp32/fp64 ``x`` and int64 ``y``."""
     n, c = x.shape
     grad = torch.empty_like(x) if want_grad else None
-    out = native_build.scalar(x.dtype)
-    call, address = native_build.thread_struct(_MlmCall)
-    call.dtype = _DTYPES[x.dtype]
-    call.x = x.data_ptr()
-    call.y = y.data_ptr()
-    call.g = None if grad is None else grad.data_ptr()
-    call.loss = out.data_ptr()
-    call.n = n
-    call.c = c
-    call.mean = 1 if mean else 0
-    call.has_scale = 0 if gscale is None else 1
-    call.gscale = 0.0 if gscale is None else gscale
+    out = native_calls.scalar(x.dtype)
+    _, address = _MLM_FILL(
+        _DTYPES[x.dtype],
+        x.data_ptr(),
+        y.data_ptr(),
+        0 if grad is None else grad.data_ptr(),
+        out.data_ptr(),
+        n,
+        c,
+        1 if mean else 0,
+        0 if gscale is None else 1,
+        0.0 if gscale is None else gscale,
+    )
     bad = native_pointwise.library().losskit_multilabel_margin(address)  # type: ignore[union-attr]
     if bad:
         raise _BadTarget(bad - 1)
@@ -280,8 +279,7 @@ class _MmCall(ctypes.Structure):
     ]
 
 
-_MM_PACK = struct.Struct("<qQQQQQqqqdqqd").pack_into  # as _NLL_PACK
-assert struct.calcsize("<qQQQQQqqqdqqd") == ctypes.sizeof(_MmCall)
+_MM_FILL = native_calls.packer(_MmCall)
 
 
 def mm_run(x, y, w, p: int, margin: float, mean: bool, want_grad: bool, gscale: float | None = None):
@@ -289,11 +287,8 @@ def mm_run(x, y, w, p: int, margin: float, mean: bool, want_grad: bool, gscale: 
     optional contiguous (C,) class weights ``w`` of ``x``'s dtype."""
     n, c = x.shape
     grad = torch.empty_like(x) if want_grad else None
-    out = native_build.scalar(x.dtype)
-    call, address = native_build.thread_struct(_MmCall)
-    _MM_PACK(
-        call,
-        0,
+    out = native_calls.scalar(x.dtype)
+    _, address = _MM_FILL(
         _DTYPES[x.dtype],
         x.data_ptr(),
         y.data_ptr(),

@@ -14,13 +14,12 @@ a few attribute reads before any of the general checks run. Bigger problems take
 from __future__ import annotations
 
 import ctypes
-import struct
 
 import torch
 
 from .. import _checks
 from .._tracing import _functorch_active, _is_compiling, _jit_tracing
-from . import native, native_build
+from . import native, native_calls
 from .autograd import eager_apply, first_order_only
 from .rows import CrossEntropyOptions
 
@@ -56,11 +55,7 @@ class _Call(ctypes.Structure):
     ]
 
 
-# _Call's fields in one C-implemented call (every field is 8 bytes: no padding), instead of fifteen attribute
-# stores: a third of this path's Python bytecode, which counts most inside a training step (see the README's
-# "Inside a training step")
-_PACK = struct.Struct("<qQqQqqqQqQddqQQ").pack_into
-assert struct.calcsize("<qQqQqqqQqQddqQQ") == ctypes.sizeof(_Call)
+_FILL = native_calls.packer(_Call)
 _LOADED: list = []  # the kernel's losskit_ce_small once the library is loaded
 
 
@@ -103,11 +98,8 @@ def _run(x, target, weight, opts, want_grad: bool):
     if want_grad:  # rows of c elements (empty_like keeps a dense layout's strides, so only for contiguous x)
         grad = torch.empty_like(x) if x.is_contiguous() else torch.empty((n, c), dtype=x.dtype)
     reduced = opts.reduction != "none"
-    out = native_build.scalar(torch.float32) if reduced else torch.empty(n, dtype=torch.float32)
-    call, address = native_build.thread_struct(_Call)
-    _PACK(
-        call,
-        0,
+    out = native_calls.scalar(torch.float32) if reduced else torch.empty(n, dtype=torch.float32)
+    _, address = _FILL(
         _DTYPES[x.dtype],
         x.data_ptr(),
         x.stride(0),
@@ -174,7 +166,7 @@ def _plain_options(reduction, ignore_index, label_smoothing, z_loss) -> CrossEnt
         if not (
             reduction in _REDUCTIONS
             and type(ignore_index) is int
-            and -(1 << 63) <= ignore_index < (1 << 63)  # int64, as the kernel takes it
+            and _checks.fits_int64(ignore_index)
             and type(label_smoothing) in (float, int)
             and 0.0 <= label_smoothing <= 1.0
             and type(z_loss) in (float, int)
