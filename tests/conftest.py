@@ -1,6 +1,7 @@
 """Test configuration shared by every test file.
 
 * Keras 3 (an oracle for some losses) runs on the torch backend; set before anything imports keras.
+* losskit's C++ entry points build synchronously (``LOSSKIT_ENTRY=sync``), so the path a test takes is fixed.
 * ``tests/`` is importable, so test files can ``from helpers import assert_matches_torch``.
 * torch uses one intra-op thread (the tests' tensors are tiny).
 * Hypothesis runs reproducibly (derandomized, no example database, no deadline): CI sees the same
@@ -13,6 +14,9 @@ import os
 import sys
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+# losskit's C++ entry points are built at the first call that can use them, in this thread (not in the background
+# as for users): every test after it runs the same path. tests/helpers.kernel_spy runs the kernel tests on both.
+os.environ.setdefault("LOSSKIT_ENTRY", "sync")
 
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 if _TESTS not in sys.path:

@@ -410,3 +410,36 @@ def run_in_threads(work: Callable, args: list[tuple], intra_op_threads: int, tim
             th.join(timeout=timeout)
     finally:
         torch.set_num_threads(before)
+
+
+KERNEL_PATHS = ("python", "entry")  # the two eager paths onto a kernel: Python + ctypes, or the C++ entry points
+
+
+def kernel_spy(path: str, monkeypatch, module, name: str, entry_name: str, never: str):
+    """Records the kernel calls of a test on one eager path (a generator for a fixture to ``yield from``):
+    ``'python'``: ``module.name``, the Python side's call of the kernel, with the C++ entry points turned off;
+    ``'entry'``: the entry module's ``entry_name`` (:mod:`losskit.engine.entry`), counting the calls it took
+    rather than handed back. Fails the test if the kernel was never reached on that path."""
+    from losskit.engine import entry
+
+    if path == "python":
+        monkeypatch.setattr(entry, "get", lambda: None)
+        owner, attr = module, name
+    else:
+        owner, attr = entry.wait(), entry_name
+        if owner is None:
+            import pytest
+
+            pytest.skip(f"losskit's C++ entry points are unavailable: {entry.status()}")
+    calls: list = []
+    real = getattr(owner, attr)
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if out is not None:
+            calls.append(args)
+        return out
+
+    monkeypatch.setattr(owner, attr, spy)
+    yield calls
+    assert calls, never

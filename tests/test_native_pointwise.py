@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import losskit.functional as LF
-from helpers import in_forked_child, run_in_threads, seeded
+from helpers import KERNEL_PATHS, in_forked_child, kernel_spy, run_in_threads, seeded
 from losskit.engine import native_pointwise as NP
 
 DISABLED = os.environ.get("LOSSKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
@@ -53,19 +53,12 @@ def _inputs(name: str, shape, dtype, g: torch.Generator):
     return x.to(dtype), t.to(dtype)
 
 
-@pytest.fixture
-def kernel_calls(monkeypatch):
-    """Counts the kernel's calls and fails the test if it was never reached."""
-    calls = []
-    real = NP.run
-
-    def spy(*args, **kwargs):
-        calls.append(args[0])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(NP, "run", spy)
-    yield calls
-    assert calls, "the element-wise kernel was never called"
+@pytest.fixture(params=KERNEL_PATHS)
+def kernel_calls(request, monkeypatch):
+    """Counts the kernel's calls on each eager path and fails the test if it was never reached."""
+    yield from kernel_spy(
+        request.param, monkeypatch, NP, "run", "pointwise", "the element-wise kernel was never called"
+    )
 
 
 def test_the_kernel_is_built():

@@ -13,25 +13,10 @@ import torch
 import torch.nn.functional as F
 
 import losskit.functional as LF
-from helpers import seeded
+from helpers import KERNEL_PATHS, kernel_spy, seeded
 from losskit.engine import native_pairs as NPR
 from losskit.engine import native_pointwise as NP
 from losskit.engine import native_targets as NT
-
-
-def _spied(monkeypatch, module, name: str, never: str):
-    """Records the shapes ``module.name`` (a kernel entry) is called with; fails the test if it never was."""
-    calls = []
-    real = getattr(module, name)
-
-    def spy(*args, **kwargs):
-        calls.append(args[0].shape)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, spy)
-    yield calls
-    assert calls, never
-
 
 DISABLED = os.environ.get("LOSSKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
 pytestmark = pytest.mark.skipif(DISABLED, reason="LOSSKIT_NATIVE=0 in the environment")
@@ -40,9 +25,9 @@ pytestmark = pytest.mark.skipif(DISABLED, reason="LOSSKIT_NATIVE=0 in the enviro
 # ================================================================================ NLL
 
 
-@pytest.fixture
-def nll_calls(monkeypatch):
-    yield from _spied(monkeypatch, NT, "nll_run", "the NLL kernel was never called")
+@pytest.fixture(params=KERNEL_PATHS)
+def nll_calls(request, monkeypatch):
+    yield from kernel_spy(request.param, monkeypatch, NT, "nll_run", "nll", "the NLL kernel was never called")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
@@ -82,9 +67,11 @@ def test_nll_double_backward_and_bad_target(nll_calls):
 # ================================================================================ multi-label margin
 
 
-@pytest.fixture
-def mlm_calls(monkeypatch):
-    yield from _spied(monkeypatch, NT, "mlm_run", "the multi-label margin kernel was never called")
+@pytest.fixture(params=KERNEL_PATHS)
+def mlm_calls(request, monkeypatch):
+    yield from kernel_spy(
+        request.param, monkeypatch, NT, "mlm_run", "multilabel_margin", "the multi-label margin kernel was never called"
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
@@ -149,9 +136,11 @@ def test_nll_large_gradient_zeroed_over_the_pool(nll_calls, threads):
 # ================================================================================ multi-class margin
 
 
-@pytest.fixture
-def mm_calls(monkeypatch):
-    yield from _spied(monkeypatch, NT, "mm_run", "the multi-margin kernel was never called")
+@pytest.fixture(params=KERNEL_PATHS)
+def mm_calls(request, monkeypatch):
+    yield from kernel_spy(
+        request.param, monkeypatch, NT, "mm_run", "multi_margin", "the multi-margin kernel was never called"
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
@@ -194,7 +183,7 @@ def test_multi_margin_double_backward_and_bad_target(mm_calls, p):
 
 @pytest.fixture
 def mr_calls(monkeypatch):
-    yield from _spied(monkeypatch, NPR, "mr_run", "the margin-ranking kernel was never called")
+    yield from kernel_spy("python", monkeypatch, NPR, "mr_run", "", "the margin-ranking kernel was never called")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
@@ -237,7 +226,7 @@ def test_margin_ranking_double_backward(mr_calls):
 
 @pytest.fixture
 def gn_calls(monkeypatch):
-    yield from _spied(monkeypatch, NPR, "gn_run", "the Gaussian NLL kernel was never called")
+    yield from kernel_spy("python", monkeypatch, NPR, "gn_run", "", "the Gaussian NLL kernel was never called")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])

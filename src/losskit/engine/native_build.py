@@ -38,6 +38,8 @@ import contextlib
 import ctypes
 import errno
 import hashlib
+import importlib.machinery
+import importlib.util
 import os
 import platform
 import shutil
@@ -48,6 +50,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 try:
     import fcntl
@@ -366,9 +369,10 @@ def _fd_path(fd: int) -> str:
     return f"/proc/self/fd/{'./' * _loads[0]}{fd}"
 
 
-def _open_verified(target: Path, version: int) -> ctypes.CDLL | None:
+def _open_verified(target: Path, version: int, module: str | None = None) -> Any:
     """The library at ``target`` if it is this user's, private, matches its recorded sha256 and its
-    ``losskit_kernel_version()`` is ``version``; else None (the caller rebuilds)."""
+    ``losskit_kernel_version()`` is ``version``; else None (the caller rebuilds). With ``module``, the library
+    is a Python extension of that name and what is returned is the module, imported from the same open file."""
     record = target.with_name(target.name + ".sha256")
     try:
         fd = os.open(target, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
@@ -388,11 +392,20 @@ def _open_verified(target: Path, version: int) -> ctypes.CDLL | None:
         if digest.hexdigest() != expected:
             return None
         # load the very file that was hashed (not whatever the name points at by now)
-        lib = ctypes.CDLL(_fd_path(fd) if os.path.isdir("/proc/self/fd") else str(target))
+        path = _fd_path(fd) if os.path.isdir("/proc/self/fd") else str(target)
+        lib = ctypes.CDLL(path)
         if lib.losskit_kernel_version() != version:
             return None
-        return lib
-    except (OSError, AttributeError):
+        if module is None:
+            return lib
+        loader = importlib.machinery.ExtensionFileLoader(module, path)  # dlopen gives back the handle just checked
+        spec = importlib.util.spec_from_file_location(module, path, loader=loader)
+        if spec is None:
+            return None
+        mod = importlib.util.module_from_spec(spec)
+        loader.exec_module(mod)
+        return mod
+    except (OSError, AttributeError, ImportError):
         return None
     finally:
         os.close(fd)
@@ -424,26 +437,44 @@ def openmp(lib: ctypes.CDLL) -> bool:
     return bool(lib.losskit_pool_openmp())
 
 
+def build_and_load_extension(
+    source: Path, version: int, cxx: str, module: str, flags: list[str], libs: list[str]
+) -> tuple[Any, Path]:
+    """The Python extension ``module`` built from ``source`` with ``flags`` (compile) and ``libs`` (link), from the
+    private cache or built into it, verified like a kernel library; raises when that fails. Its cache key covers
+    both lists (the caller puts what the build depends on, e.g. torch's version and include paths, in them)."""
+    return _build_and_load(source, version, cxx, None, [], level="extension", base=flags, libs=libs, module=module)
+
+
 def _build_and_load(
-    source: Path, version: int, cxx: str, sanitize: str | None, extra: list[str]
-) -> tuple[ctypes.CDLL, Path]:
+    source: Path,
+    version: int,
+    cxx: str,
+    sanitize: str | None,
+    extra: list[str],
+    level: str | None = None,
+    base: list[str] | None = None,
+    libs: list[str] | None = None,
+    module: str | None = None,
+) -> tuple[Any, Path]:
     timeout = build_timeout()
-    level = isa_level()
-    flags = [*_flags(level, sanitize), *extra]
-    key = _key(source, cxx, flags, level, timeout)
+    level = level or isa_level()
+    flags = [*(_flags(level, sanitize) if base is None else base), *extra]
+    libs = libs or []
+    key = _key(source, cxx, [*flags, *libs], level, timeout)
     d = _private_cache_dir()
     target = d / f"{source.stem}-{level}-{key}.so"
-    lib = _open_verified(target, version)
+    lib = _open_verified(target, version, module)
     if lib is not None:
         return lib, target
     with _InterProcessLock(d / f"{source.stem}-{level}-{key}.lock", timeout):
-        lib = _open_verified(target, version)  # built by another process while this one waited
+        lib = _open_verified(target, version, module)  # built by another process while this one waited
         if lib is not None:
             return lib, target
         tmp = tempfile.mkdtemp(dir=d, prefix=".build-")  # 0700
         try:
             built = Path(tmp) / target.name
-            code, out = _run([cxx, *flags, "-o", str(built), str(source)], timeout)
+            code, out = _run([cxx, *flags, "-o", str(built), str(source), *libs], timeout)
             if code != 0:
                 raise _BuildFailed(f"{cxx} failed ({code}): {out.strip()[-2000:]}")
             os.chmod(built, 0o600)
@@ -452,7 +483,7 @@ def _build_and_load(
             _write_private(target.with_name(target.name + ".sha256"), digest.encode() + b"\n")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        lib = _open_verified(target, version)
+        lib = _open_verified(target, version, module)
         if lib is None:
             raise _BuildFailed(f"{target} was built but does not load as kernel version {version}")
         return lib, target

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .._tracing import _functorch_active, _is_compiling, _jit_tracing
-from . import native_calls
+from . import entry, native_calls
 from .autograd import eager_apply
 from .native_loader import Loader
 
@@ -62,18 +62,18 @@ _FILL = native_calls.packer(_Call)
 
 
 def _declare(lib: ctypes.CDLL) -> None:
-    for entry in (
+    for fn in (
         lib.losskit_pointwise,
         lib.losskit_nll,
         lib.losskit_multilabel_margin,
         lib.losskit_multi_margin,
         lib.losskit_gaussian_nll,
     ):
-        entry.restype = ctypes.c_int64
-        entry.argtypes = [ctypes.c_void_p]
-    for entry in (lib.losskit_margin_ranking, lib.losskit_embedding):
-        entry.restype = None
-        entry.argtypes = [ctypes.c_void_p]
+        fn.restype = ctypes.c_int64
+        fn.argtypes = [ctypes.c_void_p]
+    for fn in (lib.losskit_margin_ranking, lib.losskit_embedding):
+        fn.restype = None
+        fn.argtypes = [ctypes.c_void_p]
 
 
 _loader = Loader("element-wise CPU kernel", SOURCE, VERSION, _declare)
@@ -190,8 +190,21 @@ def eligible(x: torch.Tensor, t: torch.Tensor) -> bool:
     )
 
 
+def _by_entry(spec, params, x, t, reduction: str, divisor) -> torch.Tensor | None:
+    """The whole call in C++ (:mod:`.entry`), or None when the entry points are not there or do not take it."""
+    fast = entry.get()
+    if fast is None:
+        return None
+    code = entry.pointwise_code(spec, params, reduction, divisor)
+    if code is None:
+        return None
+    return fast.pointwise(code[0], code[1], x, t, reduction, -1.0 if divisor is None else divisor, code[2])
+
+
 def loss(spec, params, x: torch.Tensor, t: torch.Tensor, reduction: str, code, divisor=None) -> torch.Tensor:
     """The loss through the kernel (see :func:`eligible`); ``code`` is ``spec.native(params)``."""
+    if (out := _by_entry(spec, params, x, t, reduction, divisor)) is not None:
+        return out
     if x.requires_grad and torch.is_grad_enabled():
         return _apply(x, t, (spec, params, code, reduction, divisor))
     return run(code[0], code[1], x, t, reduction, False, divisor)[0]
@@ -199,6 +212,8 @@ def loss(spec, params, x: torch.Tensor, t: torch.Tensor, reduction: str, code, d
 
 def plain(spec, x, t, reduction, params=None, divisor=None):
     """The whole eager call of the common case (see the module docstring), or None."""
+    if not _is_compiling() and (out := _by_entry(spec, params, x, t, reduction, divisor)) is not None:
+        return out
     if reduction not in _REDUCTIONS or not eligible(x, t):
         return None
     code = spec.native(params)

@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "calls.h"
 #include "pages.h"
 #include "pool.h"
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -793,21 +794,7 @@ extern "C" {
 // gradient of the reduced loss to `g` when it is not null, and the reduced loss to `*loss` (reduction: 0 'none',
 // 1 'mean', 2 'sum'; 'mean' over no kept weight is 0/0 = nan, as torch). Returns 0, 1 + the first row whose
 // target is outside [0, C), or -1 when memory could not be had.
-struct SmallCall {
-    int64_t dtype;  // 0 fp32, 1 bf16 (x and g)
-    const void* x;
-    int64_t ldx;
-    void* g;
-    int64_t ldg;
-    int64_t n, c;
-    const int64_t* y;
-    int64_t ignore_index;
-    const float* w;  // fp32 class weights or null
-    double eps, z;
-    int64_t reduction;
-    float* rows;
-    float* loss;
-};
+// SmallCall: kernels/calls.h
 
 int64_t losskit_ce_small(const SmallCall* a) {
     try {

@@ -17,6 +17,7 @@
 #include <limits>
 #include <vector>
 
+#include "calls.h"
 #include "pages.h"
 #include "pool.h"
 
@@ -390,20 +391,7 @@ Range<T> run_range(Kind kind, const T* x, const T* t, T* g, T* out, int64_t i0, 
 // -Σ w_y·x[r, y_r] (over the rows whose target is not ignore_index), divided by Σ w_y for 'mean', and its
 // gradient, -w_y·gscale at each row's target and 0 elsewhere (gscale: 1/Σ w_y for 'mean', else 1, unless the
 // caller gives one). Returns 0, or 1 + the first row whose target is outside [0, c).
-struct NllCall {
-    int64_t dtype;  // 0 float, 1 double (x, w, g and the loss)
-    const void* x;
-    const int64_t* y;
-    const void* w;  // (c,) class weights or null
-    void* g;        // (n, c) gradient, or null
-    int64_t threads; // for the gradient: rows zeroed and written in chunks over the parallel loop
-    void* loss;     // the reduced loss
-    int64_t n, c, ignore_index;
-    int64_t mean;       // 1: divide by Σ w_y
-    int64_t has_scale;  // 1: gscale is the caller's; 0: the reduction's own
-    double gscale;
-    double denom;      // out: Σ w_y
-};
+// NllCall: kernels/calls.h
 
 template <class T>
 int64_t nll(NllCall* a) {
@@ -451,17 +439,7 @@ int64_t nll(NllCall* a) {
 // first -1 (a class listed twice counts twice, as in torch); 'mean' divides the rows' sum by n. The gradient
 // accumulates ∓g per active pair, g = 1/(n·c) for 'mean' and 1/c for 'sum', then is multiplied by the caller's
 // grad_output when has_scale (torch's order). Returns 0, or 1 + the first row with an entry outside [-1, c).
-struct MlmCall {
-    int64_t dtype;  // 0 float, 1 double
-    const void* x;
-    const int64_t* y;
-    void* g;
-    void* loss;
-    int64_t n, c;
-    int64_t mean;
-    int64_t has_scale;
-    double gscale;
-};
+// MlmCall: kernels/calls.h
 
 template <class T>
 int64_t mlm(const MlmCall* a) {
@@ -519,19 +497,7 @@ int64_t mlm(const MlmCall* a) {
 // the gradient in torch's order: h = g (p = 1) or 2·g·z (p = 2) times w_y per active class, minus their sum at
 // the target, g = 1/(n·c) for 'mean' and 1/c for 'sum', then times the caller's grad_output when has_scale.
 // Returns 0, or 1 + the first row whose target is outside [0, c).
-struct MmCall {
-    int64_t dtype;  // 0 float, 1 double
-    const void* x;
-    const int64_t* y;
-    const void* w;  // (c,) class weights or null
-    void* g;
-    void* loss;
-    int64_t n, c, p;
-    double margin;
-    int64_t mean;
-    int64_t has_scale;
-    double gscale;
-};
+// MmCall: kernels/calls.h
 
 template <class T>
 int64_t multi_margin(const MmCall* a) {
@@ -683,21 +649,7 @@ int64_t losskit_multilabel_margin(const MlmCall* a) { return a->dtype == 0 ? mlm
 
 int64_t losskit_nll(NllCall* a) { return a->dtype == 0 ? nll<float>(a) : nll<double>(a); }
 
-// One call: its arguments in one struct (see losskit.engine.pointwise_native._Call).
-struct PointCall {
-    int64_t kind;
-    int64_t dtype;  // 0 float, 1 double
-    const void* x;
-    const void* t;
-    void* g;       // the gradient of the reduced loss (times gscale), or null
-    void* out;     // the element-wise losses ('none'), or null
-    void* loss;    // the reduced loss: total / ldiv, in the dtype; or null
-    int64_t n;
-    double p;      // the kind's parameter
-    double gscale;
-    double ldiv;
-    int64_t threads;
-};
+// PointCall (kernels/calls.h): one call's arguments in one struct.
 
 // Returns 0, or 1 + the index of the first BCE element whose input or target is outside [0, 1] (the caller's
 // general path then raises the clear error). A thread that cannot be had leaves its range to the caller's.

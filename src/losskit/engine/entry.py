@@ -1,0 +1,191 @@
+"""losskit's eager entry points (``kernels/entry.cpp``): the common eager call of the small-call losses (NLL,
+multi-class and multi-label margin, the element-wise losses) in one Python-to-C++ call, with a C++ autograd node.
+
+Why: at a classifier's batch (32×10) a loss costs its fixed cost, and a Python ``autograd.Function`` with nothing
+in it costs as much as torch's whole NLL forward+backward. The entry module does the checks, calls the same
+kernel as the Python path (so both give the same bits) and attaches a C++ node; anything it does not take
+returns None and the Python path runs (and raises the clear errors).
+
+The module is a Python extension built against the running torch (its headers ship in the wheel). Building it
+takes a C++ compiler ~20–40 s, so by default that happens **in a background thread** on the first call that
+could use it: calls meanwhile take the Python path, later ones the entry (same results). It lives in the kernels'
+private cache (:mod:`.native_build`: keyed by source, torch version, Python, compiler; verified before loading),
+so later processes load it at once. ``LOSSKIT_ENTRY=0`` turns it off, ``LOSSKIT_ENTRY=sync`` builds it in the
+calling thread (tests); it is off with ``LOSSKIT_NATIVE=0`` and in sanitizer builds (``LOSSKIT_SANITIZE``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import sysconfig
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import native_build
+
+SOURCE = Path(__file__).parent.parent / "kernels" / "entry.cpp"
+VERSION = 1  # what its losskit_kernel_version() returns
+MODULE = "losskit_entry"
+
+_module: Any = None  # the bound module once ready
+_state = "new"  # "new" -> "building" -> "done"
+_status = "not loaded yet"
+_lock = threading.Lock()
+_ready = threading.Event()
+
+
+def get() -> Any:
+    """The entry module, or None: not built yet (the first call starts the build), being built, or unavailable."""
+    if _module is not None:
+        return _module
+    if _state == "new" and _kernels_loaded():
+        _start()
+    return None
+
+
+def _kernels_loaded() -> bool:
+    """Whether the element-wise kernel library's load is over (the entry points call into it): the entry's
+    build starts after it, never racing the first calls for the kernel's own build."""
+    from . import native_pointwise
+
+    return native_pointwise._loader.state == "done"
+
+
+def status() -> str:
+    return _status
+
+
+def wait(timeout: float | None = None) -> Any:
+    """The entry module once its build (started now if need be, after the kernel library's) is over, or None if
+    it is unavailable."""
+    from . import native_pointwise
+
+    native_pointwise.library()
+    get()
+    _ready.wait(timeout)
+    return _module
+
+
+def _mode() -> str:
+    return os.environ.get("LOSSKIT_ENTRY", "background").strip().lower()
+
+
+def _start() -> None:
+    global _state, _status
+    with _lock:
+        if _state != "new":
+            return
+        _state = "building"
+    mode = _mode()
+    if mode in ("0", "false", "no", "off") or not native_build._truthy("LOSSKIT_NATIVE", "1"):
+        _finish(None, f"disabled ({'LOSSKIT_ENTRY' if mode in ('0', 'false', 'no', 'off') else 'LOSSKIT_NATIVE'}=0)")
+    elif native_build.sanitizers():
+        _finish(None, "off in sanitizer builds (the kernels are what LOSSKIT_SANITIZE checks)")
+    elif mode == "sync":
+        _build()
+    else:
+        _status = "being built in the background"
+        threading.Thread(target=_build, name="losskit-entry-build", daemon=True).start()
+
+
+def _finish(module: Any, status: str) -> None:
+    global _module, _state, _status
+    _module, _status, _state = module, status, "done"
+    _ready.set()
+
+
+def _flags() -> tuple[list[str], list[str]]:
+    root = Path(torch.__file__).parent
+    include = [root / "include", root / "include" / "torch" / "csrc" / "api" / "include"]
+    flags = ["-O2", "-std=c++20", "-shared", "-fPIC", "-pthread", f"-DTORCH_EXTENSION_NAME={MODULE}"]
+    flags += [f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+    # what the build depends on, in its cache key: torch's version and Python's
+    flags += [f"-DLOSSKIT_TORCH={torch.__version__}", f"-DLOSSKIT_PYTHON={sys.implementation.cache_tag}"]
+    flags += [f"-I{p}" for p in (*include, sysconfig.get_paths()["include"])]
+    lib = root / "lib"
+    libs = [f"-L{lib}", "-lc10", "-ltorch_cpu", "-ltorch", "-ltorch_python", f"-Wl,-rpath,{lib}"]
+    return flags, libs
+
+
+def _build() -> None:
+    from . import native_pointwise
+
+    try:
+        cxx = native_build._compiler()
+        pointwise = native_pointwise._loader.lib
+        if cxx is None or pointwise is None:
+            _finish(None, "unavailable: no compiler or no element-wise kernel library")
+            return
+        flags, libs = _flags()
+        module, path = native_build.build_and_load_extension(SOURCE, VERSION, cxx, MODULE, flags, libs)
+
+        def address(fn) -> int:
+            return ctypes.cast(fn, ctypes.c_void_p).value or 0
+
+        module.bind(
+            address(pointwise.losskit_nll),
+            address(pointwise.losskit_multi_margin),
+            address(pointwise.losskit_multilabel_margin),
+            address(pointwise.losskit_pointwise),
+            _create_graph,
+            native_pointwise.PARALLEL_ELEMENTS,
+        )
+        _finish(module, f"loaded {path}")
+    except Exception as exc:  # noqa: BLE001 - any failure means: the Python path, and say why
+        _finish(None, f"unavailable, using the Python path: {type(exc).__name__}: {str(exc)[-500:]}")
+
+
+# ================================================================================ element-wise states
+
+_STATES: list[tuple] = []  # (spec, params, reduction, divisor) by the id the C++ node keeps
+_CODES: dict[tuple, tuple | None] = {}  # (spec, params, reduction, divisor) -> (kind, p, id), or None: not native
+
+
+def pointwise_code(spec, params, reduction: str, divisor) -> tuple | None:
+    """(kind, p, state id) of an element-wise loss's call for :func:`get`'s ``pointwise``; None when the kernel
+    does not compute it (or its parameters cannot be remembered), and the Python path takes it."""
+    key = (spec, params, reduction, divisor)
+    try:
+        return _CODES[key]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable parameters
+        return None
+    code = spec.native(params)
+    found = None if code is None or len(_STATES) >= 4096 else (code[0], float(code[1]), len(_STATES))
+    if found is not None:
+        _STATES.append(key)
+    _CODES[key] = found
+    return found
+
+
+def _create_graph(name: str, tensors: tuple, state: Any, grad_output: torch.Tensor) -> torch.Tensor:
+    """The gradient, in differentiable torch ops, of an entry's loss under ``create_graph=True``."""
+    if name == "multi_margin":
+        from .native_targets import _mm_grad
+
+        x, y, w = tensors
+        return _mm_grad(x, y, w, *state) * grad_output
+    from .pointwise import differentiable_grad
+
+    spec, params, reduction, divisor = _STATES[state]
+    x, t = tensors
+    if divisor is not None:
+        grad_output = grad_output / divisor
+    return differentiable_grad(spec, params, x, t, None, reduction, False, grad_output)
+
+
+def _after_fork_in_child() -> None:
+    global _state, _lock, _ready
+    _lock = threading.Lock()
+    if _state == "building":  # the parent's build thread is not in this process
+        _state, _ready = "new", threading.Event()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

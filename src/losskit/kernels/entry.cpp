@@ -1,0 +1,499 @@
+// losskit's eager entry points: the whole common eager call of the small-call losses in C++, from the Python
+// arguments to a loss whose autograd node is C++ too.
+//
+// At a classifier's batch (32×10) a loss's cost is its fixed cost. torch's NLL is one C++ op and one C++
+// backward node, ~19 µs forward+backward on the reference VM; a Python autograd Function with nothing in it
+// costs as much, so losskit's Python path (checks, struct packing, a ctypes call, a Python Function) cannot
+// get under it. Here one Python-to-C++ call checks the arguments, calls the same kernel as the Python path (its
+// function pointer, handed over by bind(), so there is one kernel and the two paths give the same bits) and
+// wraps the result in a C++ autograd Function whose backward hands back the gradient the kernel wrote.
+//
+// Every entry returns None for anything it does not take (a subclass or non-CPU tensor, a layout, a dtype or an
+// argument off the common case, a target out of range, a torch.func transform or jit.trace): the loss's Python
+// path then runs and raises the clear error where there is one. The Python caller checks dynamo first (under
+// torch.compile nothing here is reached). Built as a Python extension against the running torch by
+// losskit.engine.entry (private cache, verified like the kernels); without it the Python path serves.
+#include <ATen/Parallel.h>
+#include <ATen/ops/div.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/mul.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/jit/frontend/tracer.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <cstdint>
+#include <optional>
+
+#include "calls.h"
+
+namespace py = pybind11;
+
+extern "C" int losskit_kernel_version() { return 1; }
+
+namespace losskit {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// the kernels' entries (pointwise.cpp, cross_entropy.cpp), bound once by the Python loader
+int64_t (*k_nll)(NllCall*) = nullptr;
+int64_t (*k_mm)(const MmCall*) = nullptr;
+int64_t (*k_mlm)(const MlmCall*) = nullptr;
+int64_t (*k_pointwise)(const PointCall*) = nullptr;
+int64_t (*k_ce_small)(const SmallCall*) = nullptr;
+// the Python side's gradient under create_graph=True for the losses whose second derivative is not 0:
+// create_graph(name, tensors, state, grad_output) -> Tensor (never freed: it lives as long as the process)
+py::object* create_graph = nullptr;
+int64_t parallel_elements = int64_t(1) << 15;  // native_pointwise.PARALLEL_ELEMENTS
+
+struct Decline {};  // a kernel found a target out of range: the entry returns None, the Python path raises
+
+// no torch.func transform (the first one switches the dynamic-layer keys on for the thread) and no jit.trace
+bool eager() {
+    return !c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerFrontMode) &&
+           !torch::jit::tracer::isTracing();
+}
+
+// an exact torch.Tensor (or Parameter) on the CPU, contiguous, no lazy negation; else null
+const at::Tensor* plain(PyObject* o) {
+    if (!THPVariable_CheckExact(o)) return nullptr;
+    const at::Tensor& t = THPVariable_Unpack(o);
+    if (!t.defined() || !t.is_cpu() || !t.is_contiguous() || t.is_neg()) return nullptr;
+    return &t;
+}
+
+int64_t dtype_code(const at::Tensor& t) {  // 0 fp32, 1 fp64, -1 otherwise
+    const auto s = t.scalar_type();
+    return s == at::kFloat ? 0 : (s == at::kDouble ? 1 : -1);
+}
+
+// a Python int (not bool) that fits int64
+bool int64_of(PyObject* o, int64_t* out) {
+    if (!PyLong_CheckExact(o)) return false;
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+// 'mean' -> 1, 'sum' -> 2, 'none' -> 0, else -1
+int reduction_of(PyObject* o) {
+    if (!PyUnicode_CheckExact(o)) return -1;
+    if (PyUnicode_CompareWithASCIIString(o, "mean") == 0) return 1;
+    if (PyUnicode_CompareWithASCIIString(o, "sum") == 0) return 2;
+    if (PyUnicode_CompareWithASCIIString(o, "none") == 0) return 0;
+    return -1;
+}
+
+// float(grad_output) of a one-element gradient, as Python reads it
+double value_of(const at::Tensor& g) {
+    if (g.is_cpu() && g.numel() == 1) {
+        if (g.scalar_type() == at::kFloat) return double(*static_cast<const float*>(g.const_data_ptr()));
+        if (g.scalar_type() == at::kDouble) return *static_cast<const double*>(g.const_data_ptr());
+    }
+    return g.item<double>();
+}
+
+// the gradient the forward left in the context, taken out of it (undefined after the first backward)
+at::Tensor take(AutogradContext* ctx) {
+    auto it = ctx->saved_data.find("g");
+    if (it == ctx->saved_data.end() || !it->second.isTensor()) return at::Tensor();
+    at::Tensor grad = it->second.toTensor();
+    it->second = c10::IValue();
+    return grad;
+}
+
+// the Python side's create_graph(name, tensors, state, grad_output); every Python object is made under the GIL
+// (backward runs with it released), ``state`` by the caller's function
+template <class State>
+at::Tensor python_grad(const char* name, const variable_list& tensors, State state, const at::Tensor& grad_output) {
+    py::gil_scoped_acquire gil;
+    py::tuple items(tensors.size());
+    for (size_t i = 0; i < tensors.size(); ++i) items[i] = py::cast(tensors[i]);
+    py::object out = (*create_graph)(name, items, state(), grad_output);
+    return THPVariable_Unpack(out.ptr());
+}
+
+bool wants_grad(const at::Tensor& x) { return x.requires_grad() && at::GradMode::is_enabled(); }
+
+// ------------------------------------------------------------------------------------------------ NLL
+
+int64_t nll_run(const at::Tensor& x, const at::Tensor& y, int64_t ignore_index, bool mean, at::Tensor* grad,
+                at::Tensor* loss, bool has_scale, double gscale, double* denom) {
+    NllCall a{};
+    a.dtype = dtype_code(x);
+    a.x = x.const_data_ptr();
+    a.y = static_cast<const int64_t*>(y.const_data_ptr());
+    a.n = x.size(0);
+    a.c = x.size(1);
+    if (grad) {
+        *grad = at::empty_like(x);
+        a.g = grad->data_ptr();
+        a.threads = x.numel() >= parallel_elements ? at::get_num_threads() : 1;
+    } else {
+        a.threads = 1;
+    }
+    *loss = at::empty({}, x.options());
+    a.loss = loss->data_ptr();
+    a.ignore_index = ignore_index;
+    a.mean = mean;
+    a.has_scale = has_scale;
+    a.gscale = gscale;
+    const int64_t bad = k_nll(&a);
+    if (denom) *denom = a.denom;
+    return bad;
+}
+
+struct NllLoss : torch::autograd::Function<NllLoss> {
+    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& y, int64_t ignore_index,
+                              bool mean) {
+        at::Tensor grad, loss;
+        double denom = 0.0;
+        if (nll_run(x, y, ignore_index, mean, &grad, &loss, false, 0.0, &denom)) throw Decline{};
+        ctx->saved_data["g"] = grad;
+        ctx->saved_data["ignore_index"] = ignore_index;
+        ctx->saved_data["mean"] = mean;
+        ctx->saved_data["denom"] = denom;
+        ctx->save_for_backward({x, y});
+        return loss;
+    }
+
+    static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+        at::Tensor grad = take(ctx);
+        const at::Tensor& go = grad_outputs[0];
+        const bool graph = at::GradMode::is_enabled();
+        if (grad.defined() && !graph && value_of(go) == 1.0) return {grad, at::Tensor(), at::Tensor(), at::Tensor()};
+        const auto saved = ctx->get_saved_variables();
+        const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
+        const bool mean = ctx->saved_data["mean"].toBool();
+        at::Tensor loss;
+        if (graph) {  // create_graph=True: the gradient is linear in grad_output, constant in x
+            at::Tensor unit;
+            {
+                at::NoGradGuard no_grad;
+                nll_run(saved[0], saved[1], ignore_index, mean, &unit, &loss, false, 0.0, nullptr);
+            }
+            return {at::mul(unit, go), at::Tensor(), at::Tensor(), at::Tensor()};
+        }
+        const double g = value_of(go), denom = ctx->saved_data["denom"].toDouble();
+        const double scale = !mean ? g : (denom != 0.0 ? g / denom : 0.0);  // no kept row: nothing to scale
+        nll_run(saved[0], saved[1], ignore_index, mean, &grad, &loss, true, scale, nullptr);
+        return {grad, at::Tensor(), at::Tensor(), at::Tensor()};
+    }
+};
+
+// (N, C) fp32/fp64 scores and (N,) int64 class indices, N·C > 0
+bool class_indices(const at::Tensor* x, const at::Tensor* y) {
+    return x && y && dtype_code(*x) >= 0 && y->scalar_type() == at::kLong && x->dim() == 2 && y->dim() == 1 &&
+           x->size(0) == y->size(0) && x->numel() > 0;
+}
+
+py::object nll(py::handle input, py::handle target, py::handle ignore_index, py::handle reduction) {
+    const at::Tensor* x = plain(input.ptr());
+    const at::Tensor* y = plain(target.ptr());
+    const int red = reduction_of(reduction.ptr());
+    int64_t ignore = 0;
+    if (!k_nll || !class_indices(x, y) || red < 1 || !int64_of(ignore_index.ptr(), &ignore) || !eager())
+        return py::none();
+    try {
+        if (wants_grad(*x)) return py::reinterpret_steal<py::object>(
+            THPVariable_Wrap(NllLoss::apply(*x, *y, ignore, red == 1)));
+        at::Tensor loss;
+        if (nll_run(*x, *y, ignore, red == 1, nullptr, &loss, false, 0.0, nullptr)) return py::none();
+        return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(loss)));
+    } catch (const Decline&) {
+        return py::none();
+    }
+}
+
+// ------------------------------------------------------------------------------------------------ multi-class margin
+
+int64_t mm_run(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, int64_t p, double margin, bool mean,
+               at::Tensor* grad, at::Tensor* loss, bool has_scale, double gscale) {
+    MmCall a{};
+    a.dtype = dtype_code(x);
+    a.x = x.const_data_ptr();
+    a.y = static_cast<const int64_t*>(y.const_data_ptr());
+    a.w = w.defined() ? w.const_data_ptr() : nullptr;
+    if (grad) {
+        *grad = at::empty_like(x);
+        a.g = grad->data_ptr();
+    }
+    *loss = at::empty({}, x.options());
+    a.loss = loss->data_ptr();
+    a.n = x.size(0);
+    a.c = x.size(1);
+    a.p = p;
+    a.margin = margin;
+    a.mean = mean;
+    a.has_scale = has_scale;
+    a.gscale = gscale;
+    return k_mm(&a);
+}
+
+struct MultiMarginLoss : torch::autograd::Function<MultiMarginLoss> {
+    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& y,
+                              const std::optional<at::Tensor>& weight, int64_t p, double margin, bool mean) {
+        const at::Tensor w = weight.has_value() ? *weight : at::Tensor();
+        at::Tensor grad, loss;
+        if (mm_run(x, y, w, p, margin, mean, &grad, &loss, false, 0.0)) throw Decline{};
+        ctx->saved_data["g"] = grad;
+        ctx->saved_data["p"] = p;
+        ctx->saved_data["margin"] = margin;
+        ctx->saved_data["mean"] = mean;
+        ctx->save_for_backward({x, y, w});
+        return loss;
+    }
+
+    static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+        at::Tensor grad = take(ctx);
+        const at::Tensor& go = grad_outputs[0];
+        const at::Tensor none;
+        const bool graph = at::GradMode::is_enabled();
+        if (grad.defined() && !graph && value_of(go) == 1.0) return {grad, none, none, none, none, none};
+        const auto saved = ctx->get_saved_variables();
+        const int64_t p = ctx->saved_data["p"].toInt();
+        const double margin = ctx->saved_data["margin"].toDouble();
+        const bool mean = ctx->saved_data["mean"].toBool();
+        if (graph)  // create_graph=True: torch's gradient formula in differentiable ops (Python)
+            return {python_grad("multi_margin", saved, [&] { return py::make_tuple(p, margin, mean); }, go),
+                    none, none, none, none, none};
+        at::Tensor loss;
+        mm_run(saved[0], saved[1], saved[2], p, margin, mean, &grad, &loss, true, value_of(go));
+        return {grad, none, none, none, none, none};
+    }
+};
+
+py::object multi_margin(py::handle input, py::handle target, py::handle p_, py::handle margin_, py::handle weight,
+                        py::handle reduction) {
+    const at::Tensor* x = plain(input.ptr());
+    const at::Tensor* y = plain(target.ptr());
+    const int red = reduction_of(reduction.ptr());
+    int64_t p = 0;
+    if (!k_mm || !class_indices(x, y) || red < 1 || !int64_of(p_.ptr(), &p) || (p != 1 && p != 2)) return py::none();
+    double margin = 0.0;
+    if (PyFloat_CheckExact(margin_.ptr())) {
+        margin = PyFloat_AS_DOUBLE(margin_.ptr());
+    } else {
+        int64_t m = 0;
+        if (!int64_of(margin_.ptr(), &m)) return py::none();
+        margin = double(m);
+    }
+    if (!std::isfinite(margin)) return py::none();
+    at::Tensor w;
+    if (!weight.is_none()) {
+        const at::Tensor* wp = plain(weight.ptr());
+        if (!wp || wp->scalar_type() != x->scalar_type() || wp->dim() != 1 || wp->size(0) != x->size(1) ||
+            wp->requires_grad())
+            return py::none();
+        w = *wp;
+    }
+    if (!eager()) return py::none();
+    try {
+        if (wants_grad(*x)) return py::reinterpret_steal<py::object>(
+            THPVariable_Wrap(MultiMarginLoss::apply(*x, *y, w.defined() ? std::optional<at::Tensor>(w) : std::nullopt, p,
+                                                     margin, red == 1)));
+        at::Tensor loss;
+        if (mm_run(*x, *y, w, p, margin, red == 1, nullptr, &loss, false, 0.0)) return py::none();
+        return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(loss)));
+    } catch (const Decline&) {
+        return py::none();
+    }
+}
+
+// ------------------------------------------------------------------------------------------------ multi-label margin
+
+int64_t mlm_run(const at::Tensor& x, const at::Tensor& y, bool mean, at::Tensor* grad, at::Tensor* loss,
+                bool has_scale, double gscale) {
+    MlmCall a{};
+    a.dtype = dtype_code(x);
+    a.x = x.const_data_ptr();
+    a.y = static_cast<const int64_t*>(y.const_data_ptr());
+    if (grad) {
+        *grad = at::empty_like(x);
+        a.g = grad->data_ptr();
+    }
+    *loss = at::empty({}, x.options());
+    a.loss = loss->data_ptr();
+    a.n = x.size(0);
+    a.c = x.size(1);
+    a.mean = mean;
+    a.has_scale = has_scale;
+    a.gscale = gscale;
+    return k_mlm(&a);
+}
+
+struct MultilabelMarginLoss : torch::autograd::Function<MultilabelMarginLoss> {
+    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& y, bool mean) {
+        at::Tensor grad, loss;
+        if (mlm_run(x, y, mean, &grad, &loss, false, 0.0)) throw Decline{};
+        ctx->saved_data["g"] = grad;
+        ctx->saved_data["mean"] = mean;
+        ctx->save_for_backward({x, y});
+        return loss;
+    }
+
+    static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+        at::Tensor grad = take(ctx);
+        const at::Tensor& go = grad_outputs[0];
+        const bool graph = at::GradMode::is_enabled();
+        if (grad.defined() && !graph && value_of(go) == 1.0) return {grad, at::Tensor(), at::Tensor()};
+        const auto saved = ctx->get_saved_variables();
+        const bool mean = ctx->saved_data["mean"].toBool();
+        at::Tensor loss;
+        if (graph) {  // create_graph=True: piecewise linear, the gradient is constant in x
+            at::Tensor unit;
+            {
+                at::NoGradGuard no_grad;
+                mlm_run(saved[0], saved[1], mean, &unit, &loss, false, 0.0);
+            }
+            return {at::mul(unit, go), at::Tensor(), at::Tensor()};
+        }
+        mlm_run(saved[0], saved[1], mean, &grad, &loss, true, value_of(go));
+        return {grad, at::Tensor(), at::Tensor()};
+    }
+};
+
+py::object multilabel_margin(py::handle input, py::handle target, py::handle reduction) {
+    const at::Tensor* x = plain(input.ptr());
+    const at::Tensor* y = plain(target.ptr());
+    const int red = reduction_of(reduction.ptr());
+    if (!k_mlm || !x || !y || dtype_code(*x) < 0 || y->scalar_type() != at::kLong || x->dim() != 2 ||
+        x->sizes() != y->sizes() || x->numel() == 0 || red < 1 || !eager())
+        return py::none();
+    try {
+        if (wants_grad(*x)) return py::reinterpret_steal<py::object>(
+            THPVariable_Wrap(MultilabelMarginLoss::apply(*x, *y, red == 1)));
+        at::Tensor loss;
+        if (mlm_run(*x, *y, red == 1, nullptr, &loss, false, 0.0)) return py::none();
+        return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(loss)));
+    } catch (const Decline&) {
+        return py::none();
+    }
+}
+
+// ------------------------------------------------------------------------------------------------ element-wise
+
+// reduction: 0 'none', 1 'mean', 2 'sum'; divisor > 0: 'sum' divided by it (kl_div's 'batchmean'), else none
+int64_t point_run(int64_t kind, double p, const at::Tensor& x, const at::Tensor& t, int reduction, double divisor,
+                  at::Tensor* grad, at::Tensor* out, bool has_scale, double gscale) {
+    PointCall a{};
+    const int64_t n = x.numel();
+    const double div = reduction == 1 ? double(n) : (divisor > 0 ? divisor : 1.0);
+    a.kind = kind;
+    a.dtype = dtype_code(x);
+    a.x = x.const_data_ptr();
+    a.t = t.const_data_ptr();
+    if (grad) {
+        *grad = at::empty_like(x);
+        a.g = grad->data_ptr();
+    }
+    if (reduction == 0) {
+        *out = at::empty_like(x);
+        a.out = out->data_ptr();
+    } else {
+        *out = at::empty({}, x.options());
+        a.loss = out->data_ptr();
+    }
+    a.n = n;
+    a.p = p;
+    a.gscale = has_scale ? gscale : 1.0 / div;
+    a.ldiv = div;
+    a.threads = n >= parallel_elements ? at::get_num_threads() : 1;
+    return k_pointwise(&a);
+}
+
+struct PointwiseLoss : torch::autograd::Function<PointwiseLoss> {
+    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& t, int64_t kind, double p,
+                              int64_t reduction, double divisor, int64_t state) {
+        at::Tensor grad, out;
+        if (point_run(kind, p, x, t, int(reduction), divisor, &grad, &out, false, 0.0)) throw Decline{};
+        ctx->saved_data["g"] = grad;
+        ctx->saved_data["kind"] = kind;
+        ctx->saved_data["p"] = p;
+        ctx->saved_data["reduction"] = reduction;
+        ctx->saved_data["divisor"] = divisor;
+        ctx->saved_data["state"] = state;
+        ctx->save_for_backward({x, t});
+        return out;
+    }
+
+    static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+        const at::Tensor& go = grad_outputs[0];
+        const at::Tensor none;
+        const int reduction = int(ctx->saved_data["reduction"].toInt());
+        const bool graph = at::GradMode::is_enabled();
+        if (reduction != 0 && !graph && value_of(go) == 1.0) {  // the common case: loss.backward(), first time
+            at::Tensor grad = take(ctx);
+            if (grad.defined()) return {grad, none, none, none, none, none, none};
+        }
+        const auto saved = ctx->get_saved_variables();
+        if (graph)  // create_graph=True: the loss's differentiable formula (Python)
+            return {python_grad("pointwise", saved, [&] { return py::int_(ctx->saved_data["state"].toInt()); }, go),
+                    none, none, none, none, none, none};
+        const int64_t kind = ctx->saved_data["kind"].toInt();
+        const double p = ctx->saved_data["p"].toDouble(), divisor = ctx->saved_data["divisor"].toDouble();
+        at::Tensor grad = take(ctx), out;
+        if (!grad.defined())  // a second backward through this graph (retain_graph=True): compute it again
+            point_run(kind, p, saved[0], saved[1], reduction, divisor, &grad, &out, false, 0.0);
+        if (reduction == 0) {
+            grad.mul_(go);
+        } else if (value_of(go) != 1.0) {
+            if (reduction == 2 && !(divisor > 0)) {  // 'sum': ∂l/∂x · grad_output, as torch
+                grad.mul_(go);
+            } else {  // ∂l/∂x · (grad_output / divisor), in grad_output's dtype: the order torch's mean takes
+                const double div = reduction == 1 ? double(saved[0].numel()) : divisor;
+                const double scale = value_of(at::div(go, at::Scalar(div)));
+                point_run(kind, p, saved[0], saved[1], reduction, divisor, &grad, &out, true, scale);
+            }
+        }
+        return {grad, none, none, none, none, none, none};
+    }
+};
+
+// x, t: same shape and dtype (fp32/fp64), t needing no gradient; reduction as the Python string
+py::object pointwise(int64_t kind, double p, py::handle input, py::handle target, py::handle reduction,
+                     double divisor, int64_t state) {
+    const at::Tensor* x = plain(input.ptr());
+    const at::Tensor* t = plain(target.ptr());
+    const int red = reduction_of(reduction.ptr());
+    if (!k_pointwise || !x || !t || dtype_code(*x) < 0 || t->scalar_type() != x->scalar_type() || t->requires_grad() ||
+        x->sizes() != t->sizes() || x->numel() == 0 || red < 0 || !eager())
+        return py::none();
+    try {
+        if (wants_grad(*x)) return py::reinterpret_steal<py::object>(
+            THPVariable_Wrap(PointwiseLoss::apply(*x, *t, kind, p, red, divisor, state)));
+        at::Tensor out;
+        if (point_run(kind, p, *x, *t, red, divisor, nullptr, &out, false, 0.0)) return py::none();
+        return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(out)));
+    } catch (const Decline&) {
+        return py::none();
+    }
+}
+
+void bind(int64_t nll_fn, int64_t mm_fn, int64_t mlm_fn, int64_t pointwise_fn, py::object create_graph_fn,
+          int64_t parallel) {
+    k_nll = reinterpret_cast<int64_t (*)(NllCall*)>(nll_fn);
+    k_mm = reinterpret_cast<int64_t (*)(const MmCall*)>(mm_fn);
+    k_mlm = reinterpret_cast<int64_t (*)(const MlmCall*)>(mlm_fn);
+    k_pointwise = reinterpret_cast<int64_t (*)(const PointCall*)>(pointwise_fn);
+    create_graph = new py::object(std::move(create_graph_fn));
+    parallel_elements = parallel;
+}
+
+}  // namespace losskit
+
+PYBIND11_MODULE(losskit_entry, m) {
+    m.def("bind", &losskit::bind);
+    m.def("nll", &losskit::nll);
+    m.def("multi_margin", &losskit::multi_margin);
+    m.def("multilabel_margin", &losskit::multilabel_margin);
+    m.def("pointwise", &losskit::pointwise);
+}
