@@ -415,6 +415,14 @@ def run_in_threads(work: Callable, args: list[tuple], intra_op_threads: int, tim
 KERNEL_PATHS = ("python", "entry")  # the two eager paths onto a kernel: Python + ctypes, or the C++ entry points
 
 
+def entry_off(monkeypatch) -> None:
+    """Turns losskit's C++ entry points off for a test: the Python path (or what a test patches into it) runs."""
+    from losskit.engine import entry
+
+    monkeypatch.setattr(entry, "module", None)
+    monkeypatch.setattr(entry, "get", lambda: None)
+
+
 def kernel_spy(path: str, monkeypatch, module, name: str, entry_name: str, never: str):
     """Records the kernel calls of a test on one eager path (a generator for a fixture to ``yield from``):
     ``'python'``: ``module.name``, the Python side's call of the kernel, with the C++ entry points turned off;
@@ -423,7 +431,7 @@ def kernel_spy(path: str, monkeypatch, module, name: str, entry_name: str, never
     from losskit.engine import entry
 
     if path == "python":
-        monkeypatch.setattr(entry, "get", lambda: None)
+        entry_off(monkeypatch)
         owner, attr = module, name
     else:
         owner, attr = entry.wait(), entry_name

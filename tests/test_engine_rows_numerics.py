@@ -18,6 +18,7 @@ import losskit.engine.native
 import losskit.engine.rows as engine
 import losskit.engine.small
 import losskit.functional as LF
+from helpers import entry_off
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -98,6 +99,7 @@ def test_probabilities_fp32_matches_torch_fp32():
 @pytest.fixture
 def torch_op_path(monkeypatch):
     """Neither the CPU kernel nor the small path: the chunks of torch ops serve every dtype (as on CUDA)."""
+    entry_off(monkeypatch)
     monkeypatch.setattr(losskit.engine.native, "supports", lambda x: False)
     monkeypatch.setattr(losskit.engine.small, "eligible", lambda *a, **k: False)
 

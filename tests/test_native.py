@@ -31,11 +31,13 @@ from helpers import (
     assert_matches_torch,
     assert_same_across_thread_counts,
     ce_problem,
+    entry_off,
     num_classes,
     oracle_cross_entropy,
     run_in_threads,
 )
 from helpers import seeded as _gen
+from losskit.engine import entry as _entry
 from losskit.engine import native as _native
 from losskit.engine import small as _small
 
@@ -60,13 +62,29 @@ def kernel_calls(monkeypatch):
 
     spy(_native, "cross_entropy_rows")
     spy(_small, "_run")
+    fast = _entry.module
+    if fast is not None:  # the C++ entry point of small problems: the calls it took
+        real_entry = fast.cross_entropy
+
+        def took(x, *args):
+            out = real_entry(x, *args)
+            if out is not None:
+                calls.append(tuple(x.shape))
+            return out
+
+        monkeypatch.setattr(fast, "cross_entropy", took)
     yield calls
     assert calls, "the kernel was never called"
 
 
-@pytest.fixture(params=["rows", "small"])
+@pytest.fixture(params=["rows", "small", "entry"])
 def entry(request, monkeypatch):
-    """Both kernel entries: small problems take ``losskit_ce_small``; 'rows' sends them to the row engine."""
+    """Every kernel entry: small problems take ``losskit_ce_small`` from C++ ('entry', engine/entry.py) or from
+    Python ('small'); 'rows' sends them to the row engine."""
+    if request.param != "entry":
+        entry_off(monkeypatch)
+    elif _entry.wait() is None:
+        pytest.skip(f"losskit's C++ entry points are unavailable: {_entry.status()}")
     if request.param == "rows":
         monkeypatch.setattr(_small, "MAX_ELEMENTS", -1)
     return request.param
@@ -75,6 +93,7 @@ def entry(request, monkeypatch):
 @pytest.fixture
 def torch_path(monkeypatch):
     """The torch-op path (what CUDA tensors and machines without a compiler get)."""
+    entry_off(monkeypatch)
     monkeypatch.setattr(_native, "supports", lambda x: False)
     monkeypatch.setattr(_small, "MAX_ELEMENTS", -1)
 
@@ -410,6 +429,7 @@ def test_reduced_loss_does_not_depend_on_the_thread_count(monkeypatch, path, opt
     if path == "kernel" and DISABLED:
         pytest.skip("LOSSKIT_NATIVE=0 in the environment")
     if path == "torch":
+        entry_off(monkeypatch)
         monkeypatch.setattr(_native, "supports", lambda x: False)
         monkeypatch.setattr(_small, "MAX_ELEMENTS", -1)
     g = _gen("thread-count", options)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import losskit.functional as LF
 from helpers import KERNEL_PATHS, in_forked_child, kernel_spy, run_in_threads, seeded
+from losskit.engine import entry
 from losskit.engine import native_pointwise as NP
 
 DISABLED = os.environ.get("LOSSKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
@@ -230,6 +231,16 @@ def test_bce_outside_zero_one_raises_torchs_error():
 def test_cases_the_kernel_leaves_to_the_general_path(case, monkeypatch):
     """These calls do not reach the kernel and still match torch."""
     monkeypatch.setattr(NP, "run", lambda *a, **k: pytest.fail("the kernel was called"))
+    fast = entry.wait()
+    if fast is not None:  # nor the C++ entry point
+        real = fast.pointwise
+
+        def declined(*args):
+            out = real(*args)
+            assert out is None, "the C++ entry point took it"
+            return out
+
+        monkeypatch.setattr(fast, "pointwise", declined)
     x = torch.randn(4, 6, generator=seeded("general", case))
     t = torch.randn(4, 6, generator=seeded("general-t", case))
     kwargs = {}

@@ -22,19 +22,26 @@ def first_order_only(backward):
             return backward(ctx, *grad_outputs)
         with torch.no_grad():
             grads = backward(ctx, *grad_outputs)
-        message = (
-            f"losskit: {type(ctx).__name__.removesuffix('Backward').lstrip('_')} computes its gradient in the "
-            "forward pass and does not support higher-order gradients (create_graph=True); "
-            "use the torch reference for double backward"
-        ).encode()
-        live = [g.detach().requires_grad_() for g in grads if g is not None]
-        # the inputs that require grad join the error node, so that the engine meets it on the way back to them
-        anchors = [t for t in ctx.saved_tensors if t is not None and t.requires_grad]
-        wrapped = _autograd_functions.DelayedError(message, len(live) + len(anchors))(*live, *anchors)
-        outputs = iter(wrapped if isinstance(wrapped, tuple) else (wrapped,))
-        return tuple(next(outputs) if g is not None else None for g in grads)
+        return not_differentiable_again(
+            type(ctx).__name__.removesuffix("Backward").lstrip("_"), grads, ctx.saved_tensors
+        )
 
     return wrapper
+
+
+def not_differentiable_again(name: str, grads: tuple, saved: tuple) -> tuple:
+    """``grads`` (a backward's results under create_graph=True) behind a node that raises a clear error naming the
+    Function ``name`` if they are differentiated again; the ``saved`` inputs that require grad join the node, so
+    that the engine meets it on the way back to them."""
+    message = (
+        f"losskit: {name} computes its gradient in the forward pass and does not support higher-order gradients "
+        "(create_graph=True); use the torch reference for double backward"
+    ).encode()
+    live = [g.detach().requires_grad_() for g in grads if g is not None]
+    anchors = [t for t in saved if t is not None and t.requires_grad]
+    wrapped = _autograd_functions.DelayedError(message, len(live) + len(anchors))(*live, *anchors)
+    outputs = iter(wrapped if isinstance(wrapped, tuple) else (wrapped,))
+    return tuple(next(outputs) if g is not None else None for g in grads)
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -32,7 +32,7 @@ SOURCE = Path(__file__).parent.parent / "kernels" / "entry.cpp"
 VERSION = 1  # what its losskit_kernel_version() returns
 MODULE = "losskit_entry"
 
-_module: Any = None  # the bound module once ready
+module: Any = None  # the bound module once ready (hot paths read it: `entry.module or entry.get()`)
 _state = "new"  # "new" -> "building" -> "done"
 _status = "not loaded yet"
 _lock = threading.Lock()
@@ -41,8 +41,8 @@ _ready = threading.Event()
 
 def get() -> Any:
     """The entry module, or None: not built yet (the first call starts the build), being built, or unavailable."""
-    if _module is not None:
-        return _module
+    if module is not None:
+        return module
     if _state == "new" and _kernels_loaded():
         _start()
     return None
@@ -68,7 +68,7 @@ def wait(timeout: float | None = None) -> Any:
     native_pointwise.library()
     get()
     _ready.wait(timeout)
-    return _module
+    return module
 
 
 def _mode() -> str:
@@ -93,9 +93,9 @@ def _start() -> None:
         threading.Thread(target=_build, name="losskit-entry-build", daemon=True).start()
 
 
-def _finish(module: Any, status: str) -> None:
-    global _module, _state, _status
-    _module, _status, _state = module, status, "done"
+def _finish(built: Any, status: str) -> None:
+    global module, _state, _status
+    module, _status, _state = built, status, "done"
     _ready.set()
 
 
@@ -122,12 +122,12 @@ def _build() -> None:
             _finish(None, "unavailable: no compiler or no element-wise kernel library")
             return
         flags, libs = _flags()
-        module, path = native_build.build_and_load_extension(SOURCE, VERSION, cxx, MODULE, flags, libs)
+        built, path = native_build.build_and_load_extension(SOURCE, VERSION, cxx, MODULE, flags, libs)
 
         def address(fn) -> int:
             return ctypes.cast(fn, ctypes.c_void_p).value or 0
 
-        module.bind(
+        built.bind(
             address(pointwise.losskit_nll),
             address(pointwise.losskit_multi_margin),
             address(pointwise.losskit_multilabel_margin),
@@ -135,7 +135,7 @@ def _build() -> None:
             _create_graph,
             native_pointwise.PARALLEL_ELEMENTS,
         )
-        _finish(module, f"loaded {path}")
+        _finish(built, f"loaded {path}")
     except Exception as exc:  # noqa: BLE001 - any failure means: the Python path, and say why
         _finish(None, f"unavailable, using the Python path: {type(exc).__name__}: {str(exc)[-500:]}")
 
@@ -166,6 +166,10 @@ def pointwise_code(spec, params, reduction: str, divisor) -> tuple | None:
 
 def _create_graph(name: str, tensors: tuple, state: Any, grad_output: torch.Tensor) -> torch.Tensor:
     """The gradient, in differentiable torch ops, of an entry's loss under ``create_graph=True``."""
+    if name == "cross_entropy":
+        from .small import create_graph_grad
+
+        return create_graph_grad(*tensors, state, grad_output)
     if name == "multi_margin":
         from .native_targets import _mm_grad
 

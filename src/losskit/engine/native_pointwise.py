@@ -192,7 +192,7 @@ def eligible(x: torch.Tensor, t: torch.Tensor) -> bool:
 
 def _by_entry(spec, params, x, t, reduction: str, divisor) -> torch.Tensor | None:
     """The whole call in C++ (:mod:`.entry`), or None when the entry points are not there or do not take it."""
-    fast = entry.get()
+    fast = entry.module or entry.get()
     if fast is None:
         return None
     code = entry.pointwise_code(spec, params, reduction, divisor)

@@ -16,7 +16,7 @@ import torch
 
 from .. import _checks
 from .._tracing import _functorch_active, _is_compiling, _jit_tracing
-from . import entry, native_calls, native_pointwise
+from . import native_calls, native_pointwise
 from .autograd import eager_apply
 from .native_pointwise import PARALLEL_ELEMENTS
 
@@ -146,10 +146,6 @@ _nll_apply = eager_apply(NativeNll)
 def nll_plain(input, target, ignore_index, reduction):
     """The eager NLL of the common case, or None: (N, C) contiguous fp32/fp64 CPU log-probabilities, (N,)
     int64 targets, no class weights, 'mean' or 'sum' (the caller checked the weight and legacy arguments)."""
-    if not _is_compiling() and (fast := entry.get()) is not None:  # the whole call in C++ (engine/entry.py)
-        out = fast.nll(input, target, ignore_index, reduction)
-        if out is not None:
-            return out
     if not (
         _class_indices(input, target)
         and (reduction == "mean" or reduction == "sum")
@@ -240,10 +236,6 @@ _mlm_apply = eager_apply(NativeMultilabelMargin)
 def multilabel_margin_plain(input, target, reduction):
     """The eager multilabel_margin_loss of the common case, or None: (N, C) contiguous fp32/fp64 CPU scores,
     an int64 target of the same shape, 'mean' or 'sum'."""
-    if not _is_compiling() and (fast := entry.get()) is not None:  # the whole call in C++ (engine/entry.py)
-        out = fast.multilabel_margin(input, target, reduction)
-        if out is not None:
-            return out
     if not (
         readable(input, target)
         and (input.dtype is torch.float32 or input.dtype is torch.float64)
@@ -362,10 +354,6 @@ def multi_margin_plain(input, target, p, margin, weight, reduction):
     """The eager multi_margin_loss of the common case, or None: (N, C) contiguous fp32/fp64 CPU scores, (N,)
     int64 targets, p 1 or 2, a finite float margin, no weight or a contiguous (C,) one of the input's dtype
     that needs no grad, 'mean' or 'sum'."""
-    if not _is_compiling() and (fast := entry.get()) is not None:  # the whole call in C++ (engine/entry.py)
-        out = fast.multi_margin(input, target, p, margin, weight, reduction)
-        if out is not None:
-            return out
     if not (
         _class_indices(input, target)
         and (reduction == "mean" or reduction == "sum")

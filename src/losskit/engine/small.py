@@ -19,8 +19,8 @@ import torch
 
 from .. import _checks
 from .._tracing import _functorch_active, _is_compiling, _jit_tracing
-from . import native, native_calls
-from .autograd import eager_apply, first_order_only
+from . import entry, native, native_calls
+from .autograd import eager_apply, first_order_only, not_differentiable_again
 from .rows import CrossEntropyOptions
 
 
@@ -155,6 +155,33 @@ def cross_entropy(x, target, weight, opts) -> torch.Tensor:
     return SmallCrossEntropy.apply(x, target, weight, opts)
 
 
+_BOUND: list = []  # [True] once the entry module (engine/entry.py) calls this kernel
+
+
+def _bind(fast) -> bool:
+    """Hands the kernel to the C++ entry points (once); False while the kernel library is not loaded."""
+    kernel = _kernel()
+    if kernel is None:
+        return False
+    fast.bind_cross_entropy(ctypes.cast(kernel, ctypes.c_void_p).value or 0, MAX_ELEMENTS)
+    _BOUND.append(True)
+    return True
+
+
+def create_graph_grad(x, target, state, grad_output) -> torch.Tensor:
+    """The entry's backward under create_graph=True (see engine/entry.py): the gradient, as
+    :class:`SmallCrossEntropy` gives it, behind a node that raises if it is differentiated again."""
+    ignore_index, reduction, eps, z = state
+    opts = CrossEntropyOptions(("none", "mean", "sum")[reduction], ignore_index, eps, z)
+    with torch.no_grad():
+        _, grad = _run(x.detach(), target, None, opts, True)
+        if reduction == 0:
+            grad.mul_(grad_output.reshape(-1, 1).to(grad.dtype))
+        elif float(grad_output) != 1.0:
+            grad.mul_(grad_output.to(grad.dtype))
+    return not_differentiable_again("SmallCrossEntropy", (grad,), (x,))[0]
+
+
 _F32, _I64 = torch.float32, torch.int64
 _OPTIONS: dict[tuple, CrossEntropyOptions] = {}  # the options of plain() calls seen so far, by their arguments
 
@@ -185,6 +212,10 @@ def plain(input: torch.Tensor, target: torch.Tensor, ignore_index, reduction, la
     caller has checked that both are plain tensors and that weight, softcap, inplace and the legacy
     size_average/reduce are unset. Everything the general path validates either holds by these tests or is
     checked by the kernel (the targets' range: a bad target raises the same LossIndexError)."""
+    if not _is_compiling() and (fast := entry.module or entry.get()) is not None and (_BOUND or _bind(fast)):
+        out = fast.cross_entropy(input, target, ignore_index, reduction, label_smoothing, z_loss)  # all in C++
+        if out is not None:
+            return out
     if not (
         not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)  # first: dynamo folds it
         and input.dtype is _F32

@@ -24,7 +24,9 @@
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 
 #include "calls.h"
@@ -478,6 +480,123 @@ py::object pointwise(int64_t kind, double p, py::handle input, py::handle target
     }
 }
 
+// ------------------------------------------------------------------------------------------------ cross entropy
+
+// (n, c) contiguous fp32 logits, (n,) int64 class indices, no class weights; reduction 0 'none', 1 'mean', 2 'sum'
+int64_t ce_run(const at::Tensor& x, const at::Tensor& y, int64_t ignore_index, int reduction, double eps, double z,
+               at::Tensor* grad, at::Tensor* out) {
+    SmallCall a{};
+    const int64_t n = x.size(0), c = x.size(1);
+    a.dtype = 0;
+    a.x = x.const_data_ptr();
+    a.ldx = c;
+    if (grad) {
+        *grad = at::empty_like(x);
+        a.g = grad->data_ptr();
+    }
+    a.ldg = c;
+    a.n = n;
+    a.c = c;
+    a.y = static_cast<const int64_t*>(y.const_data_ptr());
+    a.ignore_index = ignore_index;
+    a.eps = eps;
+    a.z = z;
+    a.reduction = reduction;
+    if (reduction == 0) {
+        *out = at::empty({n}, x.options());
+        a.rows = static_cast<float*>(out->data_ptr());
+    } else {
+        *out = at::empty({}, x.options());
+        a.loss = static_cast<float*>(out->data_ptr());
+    }
+    return k_ce_small(&a);
+}
+
+struct CrossEntropyLoss : torch::autograd::Function<CrossEntropyLoss> {
+    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& y, int64_t ignore_index,
+                              int64_t reduction, double eps, double z) {
+        at::Tensor grad, out;
+        if (ce_run(x, y, ignore_index, int(reduction), eps, z, &grad, &out)) throw Decline{};
+        ctx->saved_data["g"] = grad;
+        ctx->saved_data["ignore_index"] = ignore_index;
+        ctx->saved_data["reduction"] = reduction;
+        ctx->saved_data["eps"] = eps;
+        ctx->saved_data["z"] = z;
+        ctx->save_for_backward({x, y});
+        return out;
+    }
+
+    static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+        at::Tensor grad = take(ctx);
+        const at::Tensor& go = grad_outputs[0];
+        const at::Tensor none;
+        const int64_t reduction = ctx->saved_data["reduction"].toInt();
+        if (grad.defined() && reduction != 0 && !at::GradMode::is_enabled() && value_of(go) == 1.0)
+            return {grad, none, none, none, none, none};  // the common case: loss.backward(), first time
+        const auto saved = ctx->get_saved_variables();
+        const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
+        const double eps = ctx->saved_data["eps"].toDouble(), z = ctx->saved_data["z"].toDouble();
+        if (at::GradMode::is_enabled())  // create_graph=True: the gradient behind a "not twice" node (Python)
+            return {python_grad("cross_entropy", saved,
+                                [&] { return py::make_tuple(ignore_index, reduction, eps, z); }, go),
+                    none, none, none, none, none};
+        if (!grad.defined()) {  // a second backward through this graph (retain_graph=True): compute it again
+            at::Tensor out;
+            ce_run(saved[0], saved[1], ignore_index, int(reduction), eps, z, &grad, &out);
+        }
+        if (reduction == 0)
+            grad.mul_(go.reshape({-1, 1}).to(grad.scalar_type()));
+        else if (value_of(go) != 1.0)
+            grad.mul_(go.to(grad.scalar_type()));
+        return {grad, none, none, none, none, none};
+    }
+};
+
+// a Python float or int (not bool) in [lo, hi] (hi inclusive when closed)
+bool number_in(PyObject* o, double lo, double hi, bool closed, double* out) {
+    double v = 0.0;
+    if (PyFloat_CheckExact(o)) {
+        v = PyFloat_AS_DOUBLE(o);
+    } else {
+        int64_t i = 0;
+        if (!int64_of(o, &i)) return false;
+        v = double(i);
+    }
+    if (!(v >= lo && (closed ? v <= hi : v < hi))) return false;
+    *out = v;
+    return true;
+}
+
+int64_t max_elements = int64_t(1) << 16;  // small.MAX_ELEMENTS
+
+py::object cross_entropy(py::handle input, py::handle target, py::handle ignore_index, py::handle reduction,
+                         py::handle label_smoothing, py::handle z_loss) {
+    const at::Tensor* x = plain(input.ptr());
+    const at::Tensor* y = plain(target.ptr());
+    const int red = reduction_of(reduction.ptr());
+    int64_t ignore = 0;
+    double eps = 0.0, z = 0.0;
+    if (!k_ce_small || !x || !y || x->scalar_type() != at::kFloat || y->scalar_type() != at::kLong || x->dim() != 2 ||
+        y->dim() != 1 || x->numel() == 0 || x->numel() > max_elements || x->size(0) != y->size(0) || red < 0 ||
+        !int64_of(ignore_index.ptr(), &ignore) || !number_in(label_smoothing.ptr(), 0.0, 1.0, true, &eps) ||
+        !number_in(z_loss.ptr(), 0.0, std::numeric_limits<double>::infinity(), false, &z) || !eager())
+        return py::none();
+    try {
+        if (wants_grad(*x)) return py::reinterpret_steal<py::object>(
+            THPVariable_Wrap(CrossEntropyLoss::apply(*x, *y, ignore, int64_t(red), eps, z)));
+        at::Tensor out;
+        if (ce_run(*x, *y, ignore, red, eps, z, nullptr, &out)) return py::none();
+        return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(out)));
+    } catch (const Decline&) {
+        return py::none();
+    }
+}
+
+void bind_cross_entropy(int64_t ce_small_fn, int64_t most) {
+    k_ce_small = reinterpret_cast<int64_t (*)(const SmallCall*)>(ce_small_fn);
+    max_elements = most;
+}
+
 void bind(int64_t nll_fn, int64_t mm_fn, int64_t mlm_fn, int64_t pointwise_fn, py::object create_graph_fn,
           int64_t parallel) {
     k_nll = reinterpret_cast<int64_t (*)(NllCall*)>(nll_fn);
@@ -496,4 +615,6 @@ PYBIND11_MODULE(losskit_entry, m) {
     m.def("multi_margin", &losskit::multi_margin);
     m.def("multilabel_margin", &losskit::multilabel_margin);
     m.def("pointwise", &losskit::pointwise);
+    m.def("cross_entropy", &losskit::cross_entropy);
+    m.def("bind_cross_entropy", &losskit::bind_cross_entropy);
 }

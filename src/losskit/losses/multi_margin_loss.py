@@ -7,8 +7,8 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, class_indices, randn
-from .._tracing import tracing
-from ..engine import native_targets
+from .._tracing import _is_compiling, tracing
+from ..engine import entry, native_targets
 from ..engine.autocast import fp32_under_autocast
 from ..engine.autograd import plain_apply
 from ._base import WeightedLoss
@@ -107,6 +107,10 @@ _multi_margin_apply = plain_apply(_MultiMargin)  # torch's C++ apply in plain ea
 def _fast(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
     """The common eager call on losskit's kernel, or None (see native_targets.multi_margin_plain)."""
     if size_average is None and reduce is None:
+        if not _is_compiling() and (fast := entry.module or entry.get()) is not None:  # all in C++
+            out = fast.multi_margin(input, target, p, margin, weight, reduction)
+            if out is not None:
+                return out
         return native_targets.multi_margin_plain(input, target, p, margin, weight, reduction)
     return None
 

@@ -7,8 +7,8 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, randn
-from .._tracing import tracing
-from ..engine import native_targets, ops
+from .._tracing import _is_compiling, tracing
+from ..engine import entry, native_targets, ops
 from ..engine.autocast import fp32_under_autocast
 from ._base import Loss
 
@@ -39,6 +39,10 @@ def multilabel_margin(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 def _fast(input, target, size_average=None, reduce=None, reduction="mean"):
     """The common eager call on losskit's kernel, or None (see native_targets.multilabel_margin_plain)."""
     if size_average is None and reduce is None:
+        if not _is_compiling() and (fast := entry.module or entry.get()) is not None:  # all in C++
+            out = fast.multilabel_margin(input, target, reduction)
+            if out is not None:
+                return out
         return native_targets.multilabel_margin_plain(input, target, reduction)
     return None
 

@@ -9,8 +9,8 @@ from torch import Tensor
 
 from .. import _checks, _reduction
 from .._catalog import Curve, Entry, Problem, class_indices, randn
-from .._tracing import tracing
-from ..engine import native_targets, ops
+from .._tracing import _is_compiling, tracing
+from ..engine import entry, native_targets, ops
 from ..engine.autocast import fp32_under_autocast
 from ..engine.rows import as_rows
 from ._base import WeightedLoss
@@ -56,6 +56,10 @@ def nll_rows(
 def _fast(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """The common eager call on losskit's NLL kernel, or None (see native_targets.nll_plain)."""
     if weight is None and size_average is None and reduce is None:
+        if not _is_compiling() and (fast := entry.module or entry.get()) is not None:  # all in C++
+            out = fast.nll(input, target, ignore_index, reduction)
+            if out is not None:
+                return out
         return native_targets.nll_plain(input, target, ignore_index, reduction)
     return None
 
