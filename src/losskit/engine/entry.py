@@ -169,7 +169,8 @@ def _create_graph(name: str, tensors: tuple, state: Any, grad_output: torch.Tens
     if name == "cross_entropy":
         from .small import create_graph_grad
 
-        return create_graph_grad(*tensors, state, grad_output)
+        logits, target = tensors
+        return create_graph_grad(logits, target, state, grad_output)
     if name == "multi_margin":
         from .native_targets import _mm_grad
 
