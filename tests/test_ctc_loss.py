@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 import losskit
 import losskit.functional as LF
 import losskit.nn as LNN
-from helpers import assert_matches_torch
-from losskit.engine import native_ctc
+from helpers import KERNEL_PATHS, assert_matches_torch, entry_off
+from losskit.engine import entry, native_ctc
 from losskit.losses import ctc_loss as ctc_module
 
 TOL = {torch.float64: {"rtol": 1e-10, "atol": 1e-10}, torch.float32: {"rtol": 1e-4, "atol": 1e-4}}
@@ -30,7 +30,8 @@ def path(request, monkeypatch):
     if request.param == "kernel":
         if native_ctc.library() is None:
             pytest.skip(f"CTC kernel unavailable: {native_ctc.status()}")
-    else:  # neither the eager fast path (native_ctc.plain) nor the kernel inside the ops
+    else:  # neither the eager fast paths (the C++ entry, native_ctc.plain) nor the kernel inside the ops
+        entry_off(monkeypatch)
         native_ctc.library()
         monkeypatch.setattr(native_ctc._loader, "lib", None)
         monkeypatch.setattr(ctc_module, "_use_kernel", lambda lp: False)
@@ -389,14 +390,30 @@ def test_kernel_reports_invalid_data_that_skipped_the_checks(il, tl, labels, err
 # ------------------------------------------------------------------------------------------------ eager fast path
 
 
-@pytest.fixture
-def fast_calls(monkeypatch):
-    """Counts the calls that took native_ctc.plain's whole-call path (its reduction runs once per call)."""
+@pytest.fixture(params=KERNEL_PATHS)
+def fast_calls(request, monkeypatch):
+    """Counts the calls that took a whole-call path: native_ctc.plain's (its reduction runs once per call), with
+    the C++ entry points off, or the entry's (the calls it took)."""
     if native_ctc.library() is None:
         pytest.skip(native_ctc.status())
-    calls = []
-    reduce = native_ctc._reduce
-    monkeypatch.setattr(native_ctc, "_reduce", lambda *a: calls.append(1) or reduce(*a))
+    calls: list = []
+    if request.param == "python":
+        entry_off(monkeypatch)
+        reduce = native_ctc._reduce
+        monkeypatch.setattr(native_ctc, "_reduce", lambda *a: calls.append(1) or reduce(*a))
+        return calls
+    fast = entry.wait()
+    if fast is None:
+        pytest.skip(f"the C++ entry points are unavailable: {entry.status()}")
+    real = fast.ctc
+
+    def took(*args):
+        out = real(*args)
+        if out is not None:
+            calls.append(1)
+        return out
+
+    monkeypatch.setattr(fast, "ctc", took)
     return calls
 
 

@@ -60,7 +60,17 @@ def _problems(g: torch.Generator):
             {},
         ),
         ("cross_entropy", LF.cross_entropy, F.cross_entropy, x.float(), y, {"label_smoothing": 0.1}),
+        ("ctc", _ctc(LF.ctc_loss), _ctc(F.ctc_loss), x.view(8, 4, 10).log_softmax(2), (y.view(4, 8) % 9) + 1, {}),
     ]
+
+
+def _ctc(fn):
+    """ctc_loss of (T=8, N=4, C=10) log-probs and (4, 8) padded targets with lengths 8 and 3, 5, 2, 4."""
+
+    def loss(lp, targets, **kw):
+        return fn(lp, targets, torch.full((4,), 8), torch.tensor([3, 5, 2, 4]), **kw)
+
+    return loss
 
 
 PROBLEMS = [p[0] for p in _problems(seeded("names"))]
@@ -125,8 +135,8 @@ def test_create_graph_goes_back_to_python(fast, name):
     (grad,) = torch.autograd.grad(ours(leaf, t, **kw), leaf, create_graph=True)
     (ref_grad,) = torch.autograd.grad(ref(ref_leaf, t, **kw), ref_leaf, create_graph=True)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-7)
-    if name == "cross_entropy":
-        with pytest.raises(RuntimeError, match="does not support higher-order gradients"):
+    if name in ("cross_entropy", "ctc"):
+        with pytest.raises(RuntimeError, match="does not support higher-order gradients|is not implemented"):
             grad.pow(2).sum().backward()
         return
     if not grad.requires_grad:  # linear in x (NLL): no second derivative, as torch's may have none
@@ -142,7 +152,7 @@ def test_create_graph_goes_back_to_python(fast, name):
 def _declined(fast, monkeypatch) -> list:
     """Records every entry call and whether it was handed back (None)."""
     seen: list = []
-    for name in ("nll", "multi_margin", "multilabel_margin", "pointwise", "cross_entropy"):
+    for name in ("nll", "multi_margin", "multilabel_margin", "pointwise", "cross_entropy", "ctc"):
         real = getattr(fast, name)
 
         def spy(*args, real=real):

@@ -43,17 +43,9 @@ def get() -> Any:
     """The entry module, or None: not built yet (the first call starts the build), being built, or unavailable."""
     if module is not None:
         return module
-    if _state == "new" and _kernels_loaded():
+    if _state == "new":
         _start()
     return None
-
-
-def _kernels_loaded() -> bool:
-    """Whether the element-wise kernel library's load is over (the entry points call into it): the entry's
-    build starts after it, never racing the first calls for the kernel's own build."""
-    from . import native_pointwise
-
-    return native_pointwise._loader.state == "done"
 
 
 def status() -> str:
@@ -61,12 +53,13 @@ def status() -> str:
 
 
 def wait(timeout: float | None = None) -> Any:
-    """The entry module once its build (started now if need be, after the kernel library's) is over, or None if
-    it is unavailable."""
-    from . import native_pointwise
+    """The entry module once its build (started now if need be) is over, or None if it is unavailable; with every
+    kernel library loaded and bound to it (the steady state, for tests and benchmarks)."""
+    from . import native, native_ctc, native_pointwise
 
-    native_pointwise.library()
     get()
+    for load in (native_pointwise.library, native.library, native_ctc.library):
+        load()
     _ready.wait(timeout)
     return module
 
@@ -113,31 +106,52 @@ def _flags() -> tuple[list[str], list[str]]:
 
 
 def _build() -> None:
-    from . import native_pointwise
-
     try:
         cxx = native_build._compiler()
-        pointwise = native_pointwise._loader.lib
-        if cxx is None or pointwise is None:
-            _finish(None, "unavailable: no compiler or no element-wise kernel library")
+        if cxx is None:
+            _finish(None, "unavailable: no C++ compiler")
             return
         flags, libs = _flags()
         built, path = native_build.build_and_load_extension(SOURCE, VERSION, cxx, MODULE, flags, libs)
-
-        def address(fn) -> int:
-            return ctypes.cast(fn, ctypes.c_void_p).value or 0
-
-        built.bind(
-            address(pointwise.losskit_nll),
-            address(pointwise.losskit_multi_margin),
-            address(pointwise.losskit_multilabel_margin),
-            address(pointwise.losskit_pointwise),
-            _create_graph,
-            native_pointwise.PARALLEL_ELEMENTS,
-        )
-        _finish(built, f"loaded {path}")
+        built.set_create_graph(_create_graph)
     except Exception as exc:  # noqa: BLE001 - any failure means: the Python path, and say why
         _finish(None, f"unavailable, using the Python path: {type(exc).__name__}: {str(exc)[-500:]}")
+        return
+    _finish(built, f"loaded {path}")
+    bind_loaded()
+
+
+_bound: set[str] = set()
+_bind_lock = threading.Lock()
+
+
+def _address(fn) -> int:
+    return ctypes.cast(fn, ctypes.c_void_p).value or 0
+
+
+def bind_loaded() -> None:
+    """Hands every loaded kernel library's entries to the entry module (once each). Called when the module is
+    ready and whenever a kernel library finishes loading (:class:`.native_loader.Loader`): whichever comes second
+    binds. An entry point whose kernel is not bound hands its calls back (the Python path loads the kernel)."""
+    if module is None:
+        return
+    from . import native, native_ctc, native_pointwise, small
+
+    with _bind_lock:
+        lib = native_pointwise._loader.lib
+        if "pointwise" not in _bound and lib is not None:
+            fns = (lib.losskit_nll, lib.losskit_multi_margin, lib.losskit_multilabel_margin, lib.losskit_pointwise)
+            module.bind_pointwise(*(_address(fn) for fn in fns), native_pointwise.PARALLEL_ELEMENTS)
+            _bound.add("pointwise")
+        lib = native._loader.lib
+        if "cross_entropy" not in _bound and lib is not None:
+            module.bind_cross_entropy(_address(lib.losskit_ce_small), small.MAX_ELEMENTS)
+            _bound.add("cross_entropy")
+        lib = native_ctc._loader.lib
+        if "ctc" not in _bound and lib is not None:
+            fns = (lib.losskit_ctc_forward, lib.losskit_ctc_backward)
+            module.bind_ctc(*(_address(fn) for fn in fns), native_ctc.PARALLEL_CELLS)
+            _bound.add("ctc")
 
 
 # ================================================================================ element-wise states
@@ -166,6 +180,10 @@ def pointwise_code(spec, params, reduction: str, divisor) -> tuple | None:
 
 def _create_graph(name: str, tensors: tuple, state: Any, grad_output: torch.Tensor) -> torch.Tensor:
     """The gradient, in differentiable torch ops, of an entry's loss under ``create_graph=True``."""
+    if name == "ctc":
+        from .native_ctc import not_twice
+
+        return not_twice(tensors[0])
     if name == "cross_entropy":
         from .small import create_graph_grad
 

@@ -17,6 +17,7 @@ from torch._C import _functions as _autograd_functions
 
 from .. import _checks
 from .._tracing import _functorch_active, _is_compiling, _jit_tracing
+from . import entry
 from .autograd import eager_apply
 from .native_loader import Loader
 
@@ -123,8 +124,7 @@ class _EagerCTC(torch.autograd.Function):
             )
         _checks.sequence.ctc_kernel_error("ctc_loss", code)  # only "out of memory" can be left here
         if torch.is_grad_enabled():  # create_graph=True: differentiating it again is an error (as torch's)
-            message = b"losskit: derivative for ctc_loss's backward is not implemented (as in torch)"
-            grad = _autograd_functions.DelayedError(message, 1)(grad.requires_grad_())
+            grad = not_twice(grad)
         return grad, None
 
 
@@ -135,11 +135,21 @@ def _int64(t):
     return t if t.dtype is torch.int64 and t.is_contiguous() else t.to(torch.int64).contiguous()
 
 
+def not_twice(grad: torch.Tensor) -> torch.Tensor:
+    """The gradient under create_graph=True behind a node that raises if it is differentiated again (as torch's)."""
+    message = b"losskit: derivative for ctc_loss's backward is not implemented (as in torch)"
+    return _autograd_functions.DelayedError(message, 1)(grad.requires_grad_())
+
+
 def plain(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
     """The eager ctc_loss of the common case, or None: ``(T, N, C)`` fp32/fp64 CPU log-probs, padded ``(N, S)``
     int32/int64 targets and ``(N,)`` int32/int64 length tensors on the CPU, an int blank, a bool zero_infinity.
     The lengths and labels are validated by the kernel; any invalid one returns None, and the loss's general
     path raises the clear error."""
+    if not _is_compiling() and (fast := entry.module or entry.get()) is not None:
+        out = fast.ctc(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity)  # C++
+        if out is not None:
+            return out
     if not (
         not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
         and type(log_probs) is torch.Tensor

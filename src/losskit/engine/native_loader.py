@@ -86,6 +86,10 @@ class Loader:
                     self.state = "done"
         finally:
             lock.release()
+        if self.lib is not None:
+            from . import entry
+
+            entry.bind_loaded()  # its entries to the C++ entry points, if those are loaded already
         return self.lib
 
     def _after_fork_in_child(self) -> None:

@@ -155,19 +155,6 @@ def cross_entropy(x, target, weight, opts) -> torch.Tensor:
     return SmallCrossEntropy.apply(x, target, weight, opts)
 
 
-_BOUND: list = []  # [True] once the entry module (engine/entry.py) calls this kernel
-
-
-def _bind(fast) -> bool:
-    """Hands the kernel to the C++ entry points (once); False while the kernel library is not loaded."""
-    kernel = _kernel()
-    if kernel is None:
-        return False
-    fast.bind_cross_entropy(ctypes.cast(kernel, ctypes.c_void_p).value or 0, MAX_ELEMENTS)
-    _BOUND.append(True)
-    return True
-
-
 def create_graph_grad(x, target, state, grad_output) -> torch.Tensor:
     """The entry's backward under create_graph=True (see engine/entry.py): the gradient, as
     :class:`SmallCrossEntropy` gives it, behind a node that raises if it is differentiated again."""
@@ -212,7 +199,7 @@ def plain(input: torch.Tensor, target: torch.Tensor, ignore_index, reduction, la
     caller has checked that both are plain tensors and that weight, softcap, inplace and the legacy
     size_average/reduce are unset. Everything the general path validates either holds by these tests or is
     checked by the kernel (the targets' range: a bad target raises the same LossIndexError)."""
-    if not _is_compiling() and (fast := entry.module or entry.get()) is not None and (_BOUND or _bind(fast)):
+    if not _is_compiling() and (fast := entry.module or entry.get()) is not None:
         out = fast.cross_entropy(input, target, ignore_index, reduction, label_smoothing, z_loss)  # all in C++
         if out is not None:
             return out

@@ -14,16 +14,23 @@
 // torch.compile nothing here is reached). Built as a Python extension against the running torch by
 // losskit.engine.entry (private cache, verified like the kernels); without it the Python path serves.
 #include <ATen/Parallel.h>
+#include <ATen/ops/clamp_min.h>
 #include <ATen/ops/div.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/eq.h>
+#include <ATen/ops/mean.h>
 #include <ATen/ops/mul.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -597,24 +604,151 @@ void bind_cross_entropy(int64_t ce_small_fn, int64_t most) {
     max_elements = most;
 }
 
-void bind(int64_t nll_fn, int64_t mm_fn, int64_t mlm_fn, int64_t pointwise_fn, py::object create_graph_fn,
-          int64_t parallel) {
+// ------------------------------------------------------------------------------------------------ CTC
+
+using CtcForward = int64_t (*)(int, const void*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const int64_t*,
+                               int64_t, const int64_t*, const int64_t*, int64_t, void*, void*, int);
+using CtcBackward = int64_t (*)(int, const void*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                const int64_t*, int64_t, const int64_t*, const int64_t*, int64_t, const void*,
+                                const void*, const void*, int, void*, int);
+CtcForward k_ctc_forward = nullptr;
+CtcBackward k_ctc_backward = nullptr;
+int64_t ctc_parallel_cells = int64_t(1) << 10;  // native_ctc.PARALLEL_CELLS
+
+int ctc_threads(int64_t t, int64_t n, int64_t k) {
+    return t * n * (2 * k + 1) < ctc_parallel_cells ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n)));
+}
+
+// torch's reduction of the per-sample losses, in its ops and order (native_ctc._reduce)
+at::Tensor ctc_reduce(const at::Tensor& nll, const at::Tensor& lengths, int64_t reduction, bool zero_infinity) {
+    at::Tensor out = nll;
+    if (zero_infinity)
+        out = at::where(at::eq(nll, std::numeric_limits<double>::infinity()), at::zeros({}, nll.options()), nll);
+    if (reduction == 1) return at::mean(at::div(out, lengths));
+    return reduction == 2 ? at::sum(out) : out;
+}
+
+struct CtcLoss : torch::autograd::Function<CtcLoss> {
+    // y, il, tl: int64 contiguous; alpha, nll: the forward kernel's; lengths: 'mean''s divisors (else undefined)
+    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& lp, const at::Tensor& y, const at::Tensor& il,
+                              const at::Tensor& tl, const at::Tensor& alpha, const at::Tensor& nll,
+                              const std::optional<at::Tensor>& lengths, int64_t blank, int64_t reduction,
+                              bool zero_infinity) {
+        const at::Tensor divisors = lengths.has_value() ? *lengths : at::Tensor();
+        ctx->save_for_backward({lp, y, il, tl, alpha, nll, divisors});
+        ctx->saved_data["blank"] = blank;
+        ctx->saved_data["reduction"] = reduction;
+        ctx->saved_data["zero_infinity"] = zero_infinity;
+        return ctc_reduce(nll, divisors, reduction, zero_infinity);
+    }
+
+    static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+        const auto saved = ctx->get_saved_variables();
+        const at::Tensor &lp = saved[0], &y = saved[1], &il = saved[2], &tl = saved[3], &alpha = saved[4];
+        const at::Tensor &nll = saved[5], &lengths = saved[6];
+        const int64_t blank = ctx->saved_data["blank"].toInt(), reduction = ctx->saved_data["reduction"].toInt();
+        const bool zero_infinity = ctx->saved_data["zero_infinity"].toBool();
+        const int64_t t = lp.size(0), n = lp.size(1), c = lp.size(2), k = y.size(1);
+        at::Tensor grad;
+        {
+            at::NoGradGuard no_grad;
+            const at::Tensor go = grad_outputs[0].to(nll.scalar_type());
+            // 'mean': MeanBackward then DivBackward, as torch's autograd computes them
+            at::Tensor per = reduction == 0 ? go
+                             : reduction == 1 ? at::div(at::div(go, at::Scalar(n)).expand({n}), lengths)
+                                              : go.expand({n});
+            if (zero_infinity)
+                per = at::where(at::eq(nll, std::numeric_limits<double>::infinity()), at::zeros({}, nll.options()), per);
+            per = per.contiguous();
+            grad = at::empty(lp.sizes(), lp.options());
+            const int64_t code = k_ctc_backward(
+                int(dtype_code(lp)), lp.const_data_ptr(), t, n, c, lp.stride(0), lp.stride(1), lp.stride(2),
+                static_cast<const int64_t*>(y.const_data_ptr()), k, static_cast<const int64_t*>(il.const_data_ptr()),
+                static_cast<const int64_t*>(tl.const_data_ptr()), blank, alpha.const_data_ptr(), nll.const_data_ptr(),
+                per.const_data_ptr(), int(zero_infinity), grad.data_ptr(), ctc_threads(t, n, k));
+            TORCH_CHECK(code == 0, "ctc_loss(): the CTC kernel's backward could not get its memory");
+        }
+        const at::Tensor none;
+        if (at::GradMode::is_enabled())  // create_graph=True: differentiating it again is an error, as torch's
+            grad = python_grad("ctc", {grad}, [] { return py::none(); }, grad_outputs[0]);
+        return {grad, none, none, none, none, none, none, none, none, none};
+    }
+};
+
+// the (N,)-shaped lengths or the (N, S) padded targets as int64 contiguous (a copy unless they are already)
+at::Tensor as_int64(const at::Tensor& t) {
+    return t.scalar_type() == at::kLong && t.is_contiguous() ? t : t.to(at::kLong).contiguous();
+}
+
+// an exact tensor on the CPU of int32/int64 (any layout)
+const at::Tensor* cpu_index(PyObject* o) {
+    if (!THPVariable_CheckExact(o)) return nullptr;
+    const at::Tensor& t = THPVariable_Unpack(o);
+    if (!t.defined() || !t.is_cpu() || (t.scalar_type() != at::kLong && t.scalar_type() != at::kInt)) return nullptr;
+    return &t;
+}
+
+py::object ctc(py::handle log_probs, py::handle targets, py::handle input_lengths, py::handle target_lengths,
+               py::handle blank_, py::handle reduction, py::handle zero_infinity_) {
+    if (!k_ctc_forward || !THPVariable_CheckExact(log_probs.ptr())) return py::none();
+    const at::Tensor& lp = THPVariable_Unpack(log_probs.ptr());  // any strides: the kernel takes them
+    const at::Tensor* tg = cpu_index(targets.ptr());
+    const at::Tensor* ilp = cpu_index(input_lengths.ptr());
+    const at::Tensor* tlp = cpu_index(target_lengths.ptr());
+    const int red = reduction_of(reduction.ptr());
+    int64_t blank = 0;
+    if (!lp.defined() || dtype_code(lp) < 0 || lp.dim() != 3 || !lp.is_cpu() || lp.is_neg() || lp.is_conj() ||
+        lp.size(1) == 0 || !tg || tg->dim() != 2 || tg->size(0) != lp.size(1) || !ilp || !tlp || ilp->dim() != 1 ||
+        ilp->size(0) != lp.size(1) || tlp->sizes() != ilp->sizes() || !int64_of(blank_.ptr(), &blank) || red < 0 ||
+        !PyBool_Check(zero_infinity_.ptr()) || !eager())
+        return py::none();
+    const bool zero_infinity = zero_infinity_.ptr() == Py_True;
+    const int64_t t = lp.size(0), n = lp.size(1), c = lp.size(2);
+    const at::Tensor y = as_int64(*tg), il = as_int64(*ilp), tl = as_int64(*tlp);
+    const int64_t k = y.size(1);
+    at::Tensor alpha = at::empty({n, t, 2 * k + 1}, lp.options()), nll = at::empty({n}, lp.options());
+    const int64_t code = k_ctc_forward(int(dtype_code(lp)), lp.const_data_ptr(), t, n, c, lp.stride(0), lp.stride(1),
+                                       lp.stride(2), static_cast<const int64_t*>(y.const_data_ptr()), k,
+                                       static_cast<const int64_t*>(il.const_data_ptr()),
+                                       static_cast<const int64_t*>(tl.const_data_ptr()), blank, alpha.data_ptr(),
+                                       nll.data_ptr(), ctc_threads(t, n, k));
+    if (code != 0) return py::none();  // an invalid length or label (the Python path says which), or no memory
+    at::Tensor lengths;
+    if (red == 1) lengths = at::clamp_min(tl.to(lp.scalar_type()), 1);
+    if (wants_grad(lp))
+        return py::reinterpret_steal<py::object>(THPVariable_Wrap(CtcLoss::apply(
+            lp, y, il, tl, alpha, nll, lengths.defined() ? std::optional<at::Tensor>(lengths) : std::nullopt, blank,
+            int64_t(red), zero_infinity)));
+    return py::reinterpret_steal<py::object>(THPVariable_Wrap(ctc_reduce(nll, lengths, red, zero_infinity)));
+}
+
+void bind_ctc(int64_t forward_fn, int64_t backward_fn, int64_t cells) {
+    k_ctc_forward = reinterpret_cast<CtcForward>(forward_fn);
+    k_ctc_backward = reinterpret_cast<CtcBackward>(backward_fn);
+    ctc_parallel_cells = cells;
+}
+
+void bind_pointwise(int64_t nll_fn, int64_t mm_fn, int64_t mlm_fn, int64_t pointwise_fn, int64_t parallel) {
     k_nll = reinterpret_cast<int64_t (*)(NllCall*)>(nll_fn);
     k_mm = reinterpret_cast<int64_t (*)(const MmCall*)>(mm_fn);
     k_mlm = reinterpret_cast<int64_t (*)(const MlmCall*)>(mlm_fn);
     k_pointwise = reinterpret_cast<int64_t (*)(const PointCall*)>(pointwise_fn);
-    create_graph = new py::object(std::move(create_graph_fn));
     parallel_elements = parallel;
 }
+
+void set_create_graph(py::object fn) { create_graph = new py::object(std::move(fn)); }
 
 }  // namespace losskit
 
 PYBIND11_MODULE(losskit_entry, m) {
-    m.def("bind", &losskit::bind);
+    m.def("bind_pointwise", &losskit::bind_pointwise);
+    m.def("set_create_graph", &losskit::set_create_graph);
     m.def("nll", &losskit::nll);
     m.def("multi_margin", &losskit::multi_margin);
     m.def("multilabel_margin", &losskit::multilabel_margin);
     m.def("pointwise", &losskit::pointwise);
     m.def("cross_entropy", &losskit::cross_entropy);
     m.def("bind_cross_entropy", &losskit::bind_cross_entropy);
+    m.def("ctc", &losskit::ctc);
+    m.def("bind_ctc", &losskit::bind_ctc);
 }
