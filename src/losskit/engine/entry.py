@@ -149,8 +149,9 @@ def bind_loaded() -> None:
             _bound.add("cross_entropy")
         lib = native_ctc._loader.lib
         if "ctc" not in _bound and lib is not None:
-            fns = (lib.losskit_ctc_forward, lib.losskit_ctc_backward)
-            module.bind_ctc(*(_address(fn) for fn in fns), native_ctc.PARALLEL_CELLS)
+            module.bind_ctc(
+                _address(lib.losskit_ctc_forward), _address(lib.losskit_ctc_backward), native_ctc.PARALLEL_CELLS
+            )
             _bound.add("ctc")
 
 
