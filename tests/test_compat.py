@@ -4,7 +4,8 @@ the same stack (values and gradients).
 Stacks: ``torch._dynamo.explain`` (graph breaks: 0), ``torch.compile(fullgraph=True)`` with ``aot_eager``
 (every loss) and ``inductor`` (the fused ones and a few element-wise), ``torch.export`` then running the
 exported program, ``torch.func.grad``, ``vmap`` over a batch of problems, per-sample ``vmap(grad)``,
-``jacrev``, ``torch.autocast`` bf16, ``torch.utils.checkpoint`` and ``torch.jit.trace``. Bad input still
+``jacrev``, forward-mode AD (dual tensors and ``func.jvp``), a backward under compiled autograd,
+``torch.autocast`` bf16, ``torch.utils.checkpoint`` and ``torch.jit.trace``. Bad input still
 raises losskit's clear error under compile and export. Shapes are small so the grid fits in CI's time.
 """
 
@@ -148,6 +149,65 @@ def test_vmap_and_per_sample_gradients(entry):
     ours = func.vmap(func.grad(entry.function, argnums=argnums))(*stacked)
     ref = func.vmap(func.grad(_torch(entry), argnums=argnums))(*stacked)
     _close(ours, ref, rtol=1e-9, atol=1e-9)
+
+
+def _tangents(fn, args, k, jvp: bool):
+    """The loss and its directional derivative along fixed tangents of the first ``k`` arguments: forward-mode AD
+    with dual tensors (``jvp=False``) or ``torch.func.jvp``; None when ``fn`` has no forward-mode derivative."""
+    g = torch.Generator().manual_seed(7)
+    tangents = tuple(torch.randn(a.shape, generator=g, dtype=a.dtype) for a in args[:k])
+    try:
+        if jvp:
+            return func.jvp(lambda *d: fn(*d, *args[k:]), tuple(args[:k]), tangents)
+        import torch.autograd.forward_ad as fwad
+
+        with fwad.dual_level():
+            dual = [fwad.make_dual(a, t) for a, t in zip(args[:k], tangents, strict=True)]
+            out = fwad.unpack_dual(fn(*dual, *args[k:]))
+            return out.primal, out.tangent
+    except (NotImplementedError, RuntimeError) as exc:
+        if fn.__module__.startswith("losskit"):
+            raise
+        return str(exc)
+
+
+@pytest.mark.parametrize("jvp", [False, True], ids=["dual tensors", "func.jvp"])
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_forward_mode_ad(entry, jvp):
+    """The tangent of the loss, as torch's (the eager fused paths would drop it: dual tensors take the traceable
+    path). Where torch's own loss has no forward-mode derivative, losskit's is checked against float64 finite
+    differences."""
+    problem = _problem(entry, dtype=torch.float64)
+    k, args = problem.differentiable, problem.args
+    ours = _tangents(entry.function, args, k, jvp)
+    ref = _tangents(_torch(entry), args, k, jvp)
+    if isinstance(ref, str):  # torch: "derivative for ... is not implemented" (e.g. multi_margin_loss)
+        g = torch.Generator().manual_seed(7)
+        tangents = [torch.randn(a.shape, generator=g, dtype=a.dtype) for a in args[:k]]
+        h = 1e-6
+        plus = entry.function(*[a + h * t for a, t in zip(args[:k], tangents, strict=True)], *args[k:])
+        minus = entry.function(*[a - h * t for a, t in zip(args[:k], tangents, strict=True)], *args[k:])
+        ref = (entry.function(*args), (plus - minus) / (2 * h))
+        _close(ours, ref, rtol=1e-5, atol=1e-6)
+        return
+    _close(ours, ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_compiled_autograd_backward(entry):
+    """An eager forward (losskit's fused paths and C++ nodes) whose backward runs under compiled autograd."""
+    from torch._dynamo import compiled_autograd
+
+    problem = _problem(entry)
+    k = problem.differentiable
+    grads = []
+    for fn in (entry.function, _torch(entry)):
+        leaves = [a.clone().requires_grad_() if i < k else a for i, a in enumerate(problem.args)]
+        with compiled_autograd._enable(torch.compile(backend="eager")):
+            loss = fn(*leaves)
+            loss.sum().backward()
+        grads.append(tuple(x.grad for x in leaves[:k]))
+    _close(grads[0], grads[1])
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)

@@ -15,6 +15,7 @@ import warnings
 from types import FrameType
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 
 _functorch_active = torch._C._are_functorch_transforms_active
 
@@ -24,10 +25,18 @@ _is_compiling = torch.compiler.is_compiling
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
+def capturing() -> bool:
+    """Whether dynamo, ``jit.trace``, a torch.func transform or a forward-mode AD level (``dual_level``) is active:
+    then every loss takes its traceable path (plain differentiable torch ops carry the tangents of forward-mode AD;
+    the kernels' fused gradients do not). Dynamo's check comes first: it folds it."""
+    return _is_compiling() or _functorch_active() or _jit_tracing() is not None or _forward_ad._current_level >= 0
+
+
 def tracing(*tensors: torch.Tensor | None) -> bool:
-    """True when the call must take the traceable path (see the module docstring): while dynamo, jit.trace or
-    a torch.func transform is active, or for meta, fake and other subclassed tensors (nn.Parameter is plain)."""
-    if _is_compiling() or _functorch_active() or _jit_tracing() is not None:
+    """True when the call must take the traceable path (see the module docstring): while dynamo, jit.trace,
+    a torch.func transform or forward-mode AD is active (:func:`capturing`), or for meta, fake and other
+    subclassed tensors (nn.Parameter is plain)."""
+    if capturing():
         return True
     return any(t is not None and (type(t) not in _PLAIN or t.is_meta) for t in tensors)
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch._C import _functions as _autograd_functions
 
-from .._tracing import _functorch_active, _is_compiling, _jit_tracing
+from .._tracing import capturing
 
 
 def first_order_only(backward):
@@ -68,7 +68,7 @@ def plain_apply(function: type[torch.autograd.Function]) -> Callable:
         return slow
 
     def apply(*args):
-        if _is_compiling() or _functorch_active() or _jit_tracing() is not None:
+        if capturing():
             return slow(*args)
         return entry(*args)
 

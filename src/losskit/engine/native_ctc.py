@@ -16,7 +16,7 @@ import torch
 from torch._C import _functions as _autograd_functions
 
 from .. import _checks
-from .._tracing import _functorch_active, _is_compiling, _jit_tracing
+from .._tracing import _is_compiling, capturing
 from . import entry
 from .autograd import eager_apply
 from .native_loader import Loader
@@ -151,7 +151,7 @@ def plain(log_probs, targets, input_lengths, target_lengths, blank=0, reduction=
         if out is not None:
             return out
     if not (
-        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
+        not (capturing())
         and type(log_probs) is torch.Tensor
         and type(targets) is torch.Tensor
         and type(input_lengths) is torch.Tensor

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .._tracing import _functorch_active, _is_compiling, _jit_tracing
+from .._tracing import _is_compiling, capturing
 from . import entry, native_calls
 from .autograd import eager_apply
 from .native_loader import Loader
@@ -172,7 +172,7 @@ def eligible(x: torch.Tensor, t: torch.Tensor) -> bool:
     """Same-shape, same-dtype (fp32/fp64), contiguous plain CPU tensors, the target needing no gradient, not
     traced, not empty, and the library available."""
     return (
-        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)  # first: dynamo folds it
+        not (capturing())  # first: dynamo folds it
         and type(x) is torch.Tensor
         and type(t) is torch.Tensor
         and (x.dtype is torch.float32 or x.dtype is torch.float64)

@@ -15,7 +15,7 @@ import ctypes
 import torch
 
 from .. import _checks
-from .._tracing import _functorch_active, _is_compiling, _jit_tracing
+from .._tracing import capturing
 from . import native_calls, native_pointwise
 from .autograd import eager_apply
 from .native_pointwise import PARALLEL_ELEMENTS
@@ -33,7 +33,7 @@ def _available() -> bool:
 def readable(*tensors) -> bool:
     """An eager call (no dynamo, ``jit.trace`` or torch.func transform; checked first, dynamo folds it) whose
     tensors a kernel may read through their data pointers: plain contiguous CPU tensors, no lazy negation."""
-    if _is_compiling() or _functorch_active() or _jit_tracing() is not None:
+    if capturing():
         return False
     for t in tensors:  # noqa: SIM110 - a loop, not all(<generator>): a third of this check's cost
         if not (type(t) is _TENSOR and t.is_cpu and t.is_contiguous() and not t.is_neg()):

@@ -18,7 +18,7 @@ import ctypes
 import torch
 
 from .. import _checks
-from .._tracing import _functorch_active, _is_compiling, _jit_tracing
+from .._tracing import _is_compiling, capturing
 from . import entry, native, native_calls
 from .autograd import eager_apply, first_order_only, not_differentiable_again
 from .rows import CrossEntropyOptions
@@ -204,7 +204,7 @@ def plain(input: torch.Tensor, target: torch.Tensor, ignore_index, reduction, la
         if out is not None:
             return out
     if not (
-        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)  # first: dynamo folds it
+        not (capturing())  # first: dynamo folds it
         and input.dtype is _F32
         and target.dtype is _I64
         and input.is_cpu

@@ -66,11 +66,14 @@ bool eager() {
            !torch::jit::tracer::isTracing();
 }
 
-// an exact torch.Tensor (or Parameter) on the CPU, contiguous, no lazy negation; else null
+// a tensor without a forward-mode AD tangent (a dual tensor takes the traceable path, whose ops carry it)
+bool no_tangent(const at::Tensor& t) { return !t._fw_grad(/*level=*/0).defined(); }
+
+// an exact torch.Tensor (or Parameter) on the CPU, contiguous, no lazy negation, no tangent; else null
 const at::Tensor* plain(PyObject* o) {
     if (!THPVariable_CheckExact(o)) return nullptr;
     const at::Tensor& t = THPVariable_Unpack(o);
-    if (!t.defined() || !t.is_cpu() || !t.is_contiguous() || t.is_neg()) return nullptr;
+    if (!t.defined() || !t.is_cpu() || !t.is_contiguous() || t.is_neg() || !no_tangent(t)) return nullptr;
     return &t;
 }
 
@@ -698,6 +701,7 @@ py::object ctc(py::handle log_probs, py::handle targets, py::handle input_length
     const int red = reduction_of(reduction.ptr());
     int64_t blank = 0;
     if (!lp.defined() || dtype_code(lp) < 0 || lp.dim() != 3 || !lp.is_cpu() || lp.is_neg() || lp.is_conj() ||
+        !no_tangent(lp) ||
         lp.size(1) == 0 || !tg || tg->dim() != 2 || tg->size(0) != lp.size(1) || !ilp || !tlp || ilp->dim() != 1 ||
         ilp->size(0) != lp.size(1) || tlp->sizes() != ilp->sizes() || !int64_of(blank_.ptr(), &blank) || red < 0 ||
         !PyBool_Check(zero_infinity_.ptr()) || !eager())

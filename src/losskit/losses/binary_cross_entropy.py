@@ -39,6 +39,21 @@ class _BinaryCrossEntropy(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+    @staticmethod
+    def jvp(ctx, p_t, t_t, _w_t):
+        """Forward-mode AD, torch's: the backward's two formulas applied to the tangents (the weight is constant)."""
+        p, t, w = ctx.saved_tensors
+        out = None
+        if p_t is not None:
+            out = p_t * (p - t) / (p * (1 - p)).clamp_min(_GRAD_EPS)
+        if t_t is not None:
+            part = t_t * (torch.log1p(-p) - p.log())
+            out = part if out is None else out + part
+        if out is not None and w is not None:
+            out = out * w
+        return out
 
     @staticmethod
     def backward(ctx, g):  # out-of-place formulas: differentiable again under create_graph=True

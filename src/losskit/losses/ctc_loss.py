@@ -256,6 +256,7 @@ class _CTC(torch.autograd.Function):
         log_probs, targets, input_lengths, target_lengths, blank, zero_infinity = inputs
         nll, alpha = output
         ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, nll, alpha)
+        ctx.save_for_forward(log_probs, targets, input_lengths, target_lengths, nll, alpha)
         ctx.blank, ctx.zero_infinity = blank, zero_infinity
         ctx.mark_non_differentiable(alpha)
         ctx.set_materialize_grads(False)  # no (N, T, 2S+1) zeros for alpha's (never used) gradient
@@ -271,6 +272,24 @@ class _CTC(torch.autograd.Function):
             message = b"losskit: derivative for ctc_loss's backward is not implemented (as in torch)"
             grad = _autograd_functions.DelayedError(message, 1)(grad.detach().requires_grad_())
         return grad, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, log_probs_t, *_):
+        """Forward-mode AD (torch has none for ctc_loss): the directional derivative of each sample's loss, which
+        depends on its own log-probs only. The backward's per-sample gradient is torch's formula, which assumes
+        log-softmax inputs (its ``exp(lp)`` term); the true partial derivative drops that term over each sample's
+        frames, and keeps the backward's value (0 or nan) for a sample whose loss is infinite."""
+        log_probs, targets, input_lengths, target_lengths, nll, alpha = ctx.saved_tensors
+        ones = torch.ones_like(nll)
+        op = torch.ops.losskit.ctc_backward if torch.compiler.is_compiling() else _backward_impl
+        grad = op(ones, log_probs, targets, input_lengths, target_lengths, nll, alpha, ctx.blank, ctx.zero_infinity)
+        frames = (
+            torch.arange(log_probs.shape[0], device=log_probs.device)[:, None]
+            < input_lengths.to(log_probs.device)[None, :]
+        )
+        kept = frames & (nll != float("inf"))[None, :]
+        exact = grad - torch.where(kept[:, :, None], log_probs.exp(), torch.zeros((), dtype=grad.dtype))
+        return (exact * log_probs_t).sum((0, 2)), None
 
 
 _ctc_apply = plain_apply(_CTC)  # torch's C++ apply in plain eager calls

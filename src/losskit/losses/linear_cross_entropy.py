@@ -24,7 +24,7 @@ from torch import Tensor
 from .. import _checks, _reduction
 from .._catalog import Entry, Problem, class_indices, randn
 from .._checks.errors import LossError
-from .._tracing import _functorch_active, _is_compiling, _jit_tracing, tracing
+from .._tracing import capturing, tracing
 from ..engine import small
 from ..engine.autocast import lower_precision_under_autocast
 from ..engine.autograd import acc_dtype, eager_apply, first_order_only
@@ -186,7 +186,7 @@ def _small(input, linear_weight, target, linear_bias, weight, reduction, ignore_
     """The loss of a small eager call ((N, H) and (V, H) fp32 contiguous, (N,) int64 targets, no bias, class
     weight or option beyond ignore_index, 'mean'/'sum'), or None for the general path."""
     if not (
-        not (_is_compiling() or _functorch_active() or _jit_tracing() is not None)
+        not (capturing())
         and linear_bias is None
         and weight is None
         and not any(extras)
