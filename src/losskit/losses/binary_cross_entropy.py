@@ -42,6 +42,23 @@ class _BinaryCrossEntropy(torch.autograd.Function):
         ctx.save_for_forward(*inputs)
 
     @staticmethod
+    def backward(ctx, g):  # out-of-place formulas: differentiable again under create_graph=True
+        p, t, w = ctx.saved_tensors
+        if w is not None:
+            g = g * w
+        grad_p = grad_t = None
+        if ctx.needs_input_grad[0]:
+            grad_p = g * (p - t) / (p * (1 - p)).clamp_min(_GRAD_EPS)
+        if ctx.needs_input_grad[1]:
+            grad_t = g * (torch.log1p(-p) - p.log())  # unclamped, as torch: ±inf at p = 0 or 1
+        return grad_p, grad_t, None
+
+
+class _BinaryCrossEntropyWithJvp(_BinaryCrossEntropy):
+    """:class:`_BinaryCrossEntropy` with forward-mode AD; eager only (dynamo cannot trace a Function that defines
+    ``jvp``)."""
+
+    @staticmethod
     def jvp(ctx, p_t, t_t, _w_t):
         """Forward-mode AD, torch's: the backward's two formulas applied to the tangents (the weight is constant)."""
         p, t, w = ctx.saved_tensors
@@ -55,23 +72,13 @@ class _BinaryCrossEntropy(torch.autograd.Function):
             out = out * w
         return out
 
-    @staticmethod
-    def backward(ctx, g):  # out-of-place formulas: differentiable again under create_graph=True
-        p, t, w = ctx.saved_tensors
-        if w is not None:
-            g = g * w
-        grad_p = grad_t = None
-        if ctx.needs_input_grad[0]:
-            grad_p = g * (p - t) / (p * (1 - p)).clamp_min(_GRAD_EPS)
-        if ctx.needs_input_grad[1]:
-            grad_t = g * (torch.log1p(-p) - p.log())  # unclamped, as torch: ±inf at p = 0 or 1
-        return grad_p, grad_t, None
 
-
-_binary_cross_entropy_apply = plain_apply(_BinaryCrossEntropy)  # torch's C++ apply in plain eager calls
+_binary_cross_entropy_apply = plain_apply(_BinaryCrossEntropyWithJvp)  # torch's C++ apply in plain eager calls
 
 
 def bce_elementwise(p: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    if torch.compiler.is_compiling():
+        return _BinaryCrossEntropy.apply(p, t, w)
     return _binary_cross_entropy_apply(p, t, w)
 
 

@@ -273,6 +273,10 @@ class _CTC(torch.autograd.Function):
             grad = _autograd_functions.DelayedError(message, 1)(grad.detach().requires_grad_())
         return grad, None, None, None, None, None
 
+
+class _CTCWithJvp(_CTC):
+    """:class:`_CTC` with forward-mode AD; eager only (dynamo cannot trace a Function that defines ``jvp``)."""
+
     @staticmethod
     def jvp(ctx, log_probs_t, *_):
         """Forward-mode AD (torch has none for ctc_loss): the directional derivative of each sample's loss, which
@@ -292,7 +296,7 @@ class _CTC(torch.autograd.Function):
         return (exact * log_probs_t).sum((0, 2)), None
 
 
-_ctc_apply = plain_apply(_CTC)  # torch's C++ apply in plain eager calls
+_ctc_apply = plain_apply(_CTCWithJvp)  # torch's C++ apply in plain eager calls
 
 
 # ---------------------------------------------------------------------------------------- public API
@@ -352,7 +356,7 @@ def ctc_loss(
     padded = _checks.sequence.ctc_targets(FN, targets, n)
     _checks.sequence.ctc_values(FN, targets, il, tl, t_max, c)
     y = _padded_targets(targets, tl, blank, padded)
-    nll, _ = _ctc_apply(lp, y, il, tl, blank, zero_infinity)
+    nll, _ = (_CTC.apply if torch.compiler.is_compiling() else _ctc_apply)(lp, y, il, tl, blank, zero_infinity)
     if zero_infinity:
         nll = torch.where(nll == float("inf"), torch.zeros((), dtype=nll.dtype, device=nll.device), nll)
     if reduction == "mean":
