@@ -18,7 +18,7 @@ import textwrap
 import pytest
 import torch
 
-from losskit.losses.linear_cross_entropy import GRAD_FRACTION, rows_per_chunk
+from losskit.engine.linear import GRAD_FRACTION, rows_per_chunk
 
 MiB = 1 << 20
 

@@ -84,7 +84,9 @@ def test_forward_backward_never_holds_the_logits(reduction, extras):
 def test_module_signature_equals_torch():
     ours = inspect.signature(LN.LinearCrossEntropyLoss)
     ref = inspect.signature(torch.nn.LinearCrossEntropyLoss)
-    assert [(p.name, p.kind, p.default) for p in ours.parameters.values()] == [
+    extra = ours.parameters["accumulate_grad"]  # beyond torch: keyword-only, off by default
+    assert extra.kind is inspect.Parameter.KEYWORD_ONLY and extra.default is False
+    assert [(p.name, p.kind, p.default) for p in ours.parameters.values() if p.name != "accumulate_grad"] == [
         (p.name, p.kind, p.default) for p in ref.parameters.values()
     ]
 

@@ -1,17 +1,7 @@
 """Fused linear + cross entropy: ``cross_entropy(input @ W.T + b, target)`` without the (N, V) logits.
 
-Where the time goes: three matmuls of ``2·N·V·H`` flops each (logits, ``∂h``, ``∂W``) dominate; the
-softmax is a small fraction. So rows with an ignored target are dropped before any matmul, and the
-chunk is sized for the weight-gradient matmul (its K is the rows per chunk).
-
-The rows of ``input`` are walked in chunks. Per chunk: ``logits = h @ W.T (+ b)`` (one matmul), the
-cross-entropy engine's :class:`~losskit.engine.rows.RowPlan` turns them in place into the row losses
-and ``G = ∂loss/∂logits``, then ``∂h = G @ W`` (into its rows of one buffer) and ``∂W += Gᵀ @ h``
-(``addmm_`` into one buffer; ``∂b += Σ_rows G``). Only one chunk of logits exists at a time. fp16/bf16
-inputs are computed in fp32 throughout and every result is rounded once (issue 13). Backward only scales
-the finished gradients by ``grad_output`` (still in the accumulation dtype, then rounded); for
-``reduction='none'`` it recomputes the chunks with each row's ``grad_output`` folded in (a per-row factor
-cannot be applied to ``∂W`` after the fact).
+The public function and module; the chunked engine (the walk over row chunks, its autograd Function and the
+chunk size) is :mod:`losskit.engine.linear`.
 """
 
 from __future__ import annotations
@@ -27,129 +17,11 @@ from .._checks.errors import LossError
 from .._tracing import capturing, tracing
 from ..engine import small
 from ..engine.autocast import lower_precision_under_autocast
-from ..engine.autograd import acc_dtype, eager_apply, first_order_only
-from ..engine.rows import CrossEntropyOptions, RowPlan
+from ..engine.autograd import eager_apply, first_order_only
+from ..engine.linear import fused_linear_cross_entropy, rows_per_chunk
+from ..engine.rows import CrossEntropyOptions
 from ._base import WeightedLoss
 from .cross_entropy import cross_entropy, traced_cross_entropy
-
-# Default size of one chunk of logits: a quarter of the gradients it is made for (the weight gradient (V, H) and
-# the input gradient (N, H), in the accumulation dtype), kept within [8, 64] MiB, its rows rounded down to a
-# multiple of 64, and at least MIN_CHUNK_ROWS rows while those stay within a quarter of the gradients. The
-# gradients must exist anyway, and at the peak only one chunk is alive besides them (the CPU kernel overwrites
-# the chunk's logits with their gradient; the torch-op path, e.g. on CUDA, makes one log-softmax temporary of the
-# same size). The chunk's rows are the K of the weight-gradient matmul and the M of the other two: too few, and
-# ``W`` and ``∂W`` stream through memory once per chunk for little work.
-# Measured (issue 17) with the kernel, fp32, 10% of targets ignored, min of 3 rounds interleaved in one process:
-#   N=4096, H=1024, V=32000, rows 128 / 192 / 256 / 384 / 512: 5.34 / 5.01 / 4.81 / 4.67 / 4.65 s (load 0-5),
-#     peak extra memory 158 / 166 / 174 / - / 209 MiB (the gradients alone: 141 MiB);
-#   earlier, N=2048, H=512, V=256000: 32 / 128 / 256 rows 11.1 / 7.1 / 6.3 s (torch 11.3 s).
-GRAD_FRACTION = 4
-
-MIN_CHUNK_BYTES = 8 << 20
-
-MAX_CHUNK_BYTES = 64 << 20
-
-MIN_CHUNK_ROWS = 128
-
-
-def rows_per_chunk(n: int, v: int, h: int, chunk_size: int | None, memory_budget: int | None, acc) -> int:
-    if chunk_size is not None:
-        return max(1, min(n, chunk_size))
-    item = torch.finfo(acc).bits // 8
-    row_bytes = item * max(v, 1)
-    if memory_budget is not None:
-        return max(1, min(n, memory_budget // row_bytes))
-    grads = (v + n) * h * item
-    budget = min(MAX_CHUNK_BYTES, max(MIN_CHUNK_BYTES, grads // GRAD_FRACTION))
-    rows = budget // row_bytes
-    rows = rows - rows % 64 if rows >= 64 else rows
-    rows = max(rows, min(MIN_CHUNK_ROWS, grads // GRAD_FRACTION // row_bytes))
-    return max(1, min(n, rows))
-
-
-def _pass(h, w, b, target, weight, opts, needs, step, rows=None, row_scale=None):
-    """One walk over the row chunks: the reduced loss and the gradients named in ``needs`` (h, W, b, target).
-
-    fp16/bf16 inputs are computed in fp32 from end to end: the logits (from one fp32 copy of ``W`` per pass, as
-    torch's chunked path does on the CPU), their gradient and the products with it. So every result is rounded to
-    the input's dtype once, at the end, by the caller, after ``grad_output`` is applied: the gradients come back
-    in the accumulation dtype.
-
-    With ``rows`` (indices into ``h``), only those rows are computed, ``target`` being theirs; the others get
-    a zero gradient. Each chunk of rows is gathered on the way, so no compacted copy of ``h`` is made.
-    """
-    n, v = target.shape[0], w.shape[0]
-    acc = acc_dtype(h.dtype)
-    want_grad = any(needs[:3])
-    plan = RowPlan(target, weight, opts, n, v, acc, h.device, want_grad)
-    if needs[3]:  # a probability target that requires grad
-        plan.target_grad = torch.empty(target.shape, dtype=acc, device=target.device)
-    grad_h = None
-    if needs[0]:
-        grad_h = (torch.empty if rows is None else torch.zeros)(h.shape, dtype=acc, device=h.device)
-    grad_w = torch.zeros(w.shape, dtype=acc, device=w.device) if needs[1] else None
-    grad_b = torch.zeros(v, dtype=acc, device=w.device) if needs[2] else None
-    wl = w.to(acc)  # the weight the logits and the input gradient are multiplied with (a copy for fp16/bf16)
-    bl = None if b is None else b.to(acc)
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        hc = (h[s:e] if rows is None else h.index_select(0, rows[s:e])).to(acc)
-        logits = torch.mm(hc, wl.t()) if bl is None else torch.addmm(bl, hc, wl.t())
-        # the chunk's gradient overwrites its logits
-        rs = None if row_scale is None else row_scale[s:e]
-        g = plan.chunk(logits, s, e, want_grad, out=logits, row_scale=rs)
-        if want_grad:
-            if grad_h is not None:
-                if rows is None:
-                    torch.mm(g, wl, out=grad_h[s:e])
-                else:
-                    grad_h.index_copy_(0, rows[s:e], torch.mm(g, wl))
-            if grad_w is not None:
-                grad_w.addmm_(g.t(), hc)
-            if grad_b is not None:
-                grad_b.add_(g.sum(0))
-        # freed before the next chunk's matmul allocates its logits: one chunk at a time at the peak
-        del logits, g, hc
-    return plan.reduced(h.dtype), grad_h, grad_w, grad_b, plan.target_grad
-
-
-class _LinearCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, h, w, b, target, weight, opts: CrossEntropyOptions, step: int, rows=None):
-        needs = (
-            ctx.needs_input_grad[0],
-            ctx.needs_input_grad[1],
-            b is not None and ctx.needs_input_grad[2],
-            ctx.needs_input_grad[3] and target.is_floating_point(),
-        )
-        ctx.opts, ctx.step, ctx.needs = opts, step, needs
-        ctx.save_for_backward(h, w, b, target, weight, rows)
-        if opts.reduction == "none" or not any(needs):
-            ctx.grads = None  # 'none': per-row grad_output is only known in backward
-            loss, *_ = _pass(h, w, b, target, weight, opts, (False,) * 4, step, rows)
-            return loss
-        loss, *ctx.grads = _pass(h, w, b, target, weight, opts, needs, step, rows)
-        return loss
-
-    @staticmethod
-    @first_order_only
-    def backward(ctx, grad_output):
-        h, w, b, target, weight, rows = ctx.saved_tensors
-        grads, ctx.grads = ctx.grads, None
-        if ctx.opts.reduction == "none":
-            row_scale = grad_output.reshape(-1).to(acc_dtype(h.dtype))
-            _, *grads = _pass(h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step, rows, row_scale)
-        else:
-            if grads is None:  # a second backward through this graph (retain_graph=True): recompute
-                _, *grads = _pass(h, w, b, target, weight, ctx.opts, ctx.needs, ctx.step, rows)
-            if grad_output.device.type != "cpu" or float(grad_output) != 1.0:
-                # the gradients are still in the accumulation dtype: scaled there, rounded once below
-                for g in grads:
-                    if g is not None:
-                        g.mul_(grad_output.to(g.dtype))
-        # fp16/bf16: the one rounding of each gradient to its input's dtype
-        out = [None if g is None else g.to(x.dtype) for g, x in zip(grads, (h, w, b, target), strict=True)]
-        return (*out, None, None, None, None)
 
 
 class _SmallLinearCrossEntropy(torch.autograd.Function):
@@ -221,26 +93,6 @@ def _small(input, linear_weight, target, linear_bias, weight, reduction, ignore_
         return None
 
 
-def fused_linear_cross_entropy(h, w, b, target, weight, opts: CrossEntropyOptions, step: int) -> torch.Tensor:
-    """``h`` (rows, H), ``w`` (V, H), ``b`` (V,) or None, ``target`` (rows,) or (rows, V) probabilities.
-
-    Rows whose target is ``ignore_index`` contribute nothing, so they are dropped before the matmuls
-    (whose cost is proportional to the rows kept); ``'none'`` puts zeros back in their place.
-    """
-    if not torch.is_grad_enabled():  # no_grad / inference_mode: the forward makes no gradients
-        h, w = h.detach(), w.detach()
-        b = None if b is None else b.detach()
-    if not target.is_floating_point():
-        kept = target != opts.ignore_index
-        if not bool(kept.all()):
-            idx = kept.nonzero().squeeze(1)
-            loss = _LinearCrossEntropy.apply(h, w, b, target[idx], weight, opts, step, idx)
-            if opts.reduction != "none":
-                return loss
-            return torch.zeros(target.shape[0], dtype=loss.dtype, device=loss.device).index_copy(0, idx, loss)
-    return _LinearCrossEntropy.apply(h, w, b, target, weight, opts, step, None)
-
-
 def _upcast(dtype: torch.dtype):
     """``t -> t.float()`` for the floating tensors of a call in fp16/bf16 (the identity otherwise)."""
     if dtype not in (torch.float16, torch.bfloat16):
@@ -264,6 +116,7 @@ def linear_cross_entropy(
     softcap: float | None = None,
     chunk_size: int | None = None,
     memory_budget: int | None = None,
+    accumulate_grad: bool = False,
 ) -> torch.Tensor:
     r"""Computes ``cross_entropy(input @ linear_weight.T + linear_bias, target, ...)`` without materialising
     the logits: rows are processed in chunks, the gradients are finished in the forward pass.
@@ -289,6 +142,11 @@ def linear_cross_entropy(
             least 128 rows while those are at most a quarter of the gradients). fp16/bf16 inputs are computed
             in fp32 (an fp32 copy of the weight per pass, as torch's chunked path on the CPU) and each result
             is rounded once.
+        accumulate_grad: keyword-only, beyond torch: when ``linear_weight.grad`` already exists (gradient
+            accumulation, ``zero_grad(set_to_none=False)``) and a fp32/fp64 ``.backward()`` will add to it,
+            the weight gradient is added straight into it in backward instead of being made as a ``(V, H)``
+            temporary: the weight's size less peak memory, for one more matmul per chunk (the logits are
+            computed again in backward). Same results otherwise (see :mod:`losskit.engine.linear`).
 
     Returns:
         ``'none'``: the target's shape (``(*)``); otherwise a scalar. Same dtype as ``input``.
@@ -312,7 +170,7 @@ def linear_cross_entropy(
         reduction,
         ignore_index,
         label_smoothing,
-        (options, z_loss, softcap, chunk_size, memory_budget),
+        (options, z_loss, softcap, chunk_size, memory_budget, accumulate_grad),
     )
     if loss is not None:
         return loss
@@ -372,6 +230,7 @@ def linear_cross_entropy(
     if memory_budget is not None:
         memory_budget = _checks.integer(fn, "memory_budget", memory_budget)
         _checks.positive(fn, "memory_budget", memory_budget)
+    accumulate_grad = _checks.flag(fn, "accumulate_grad", accumulate_grad)
     opts = CrossEntropyOptions(reduction, ignore_index, eps, z_loss, softcap)
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
     if tracing(input, linear_weight, target):
@@ -380,7 +239,7 @@ def linear_cross_entropy(
         loss = traced_cross_entropy(logits, rows_t, weight, opts, fn)
         return loss.reshape(lead) if reduction == "none" else loss
     step = rows_per_chunk(h.shape[0], v, h_features, chunk_size, memory_budget, acc)
-    loss = fused_linear_cross_entropy(h, linear_weight, linear_bias, rows_t, weight, opts, step)
+    loss = fused_linear_cross_entropy(h, linear_weight, linear_bias, rows_t, weight, opts, step, accumulate_grad)
     if probabilities and target.dtype != input.dtype:  # torch promotes, e.g. float32 input, float64 targets
         loss = loss.to(torch.promote_types(input.dtype, target.dtype))
     return loss.reshape(lead) if reduction == "none" else loss
@@ -422,6 +281,7 @@ class LinearCrossEntropyLoss(WeightedLoss):
         ignore_index: int | None = None,
         label_smoothing: float = 0.0,
         options=None,
+        accumulate_grad: bool = False,
     ) -> None:
         _checks.constructors.linear_cross_entropy_module(weight, num_classes, label_smoothing)
         super().__init__(weight, None, None, reduction)
@@ -430,6 +290,7 @@ class LinearCrossEntropyLoss(WeightedLoss):
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
         self.options = options
+        self.accumulate_grad = accumulate_grad  # beyond torch: see linear_cross_entropy
         self.linear = torch.nn.Linear(
             in_features,
             math.prod(self.out_features, start=num_classes),
@@ -451,6 +312,7 @@ class LinearCrossEntropyLoss(WeightedLoss):
             ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing,
             options=self.options,
+            accumulate_grad=self.accumulate_grad,
         )
 
 
@@ -471,6 +333,6 @@ CATALOG = (
         options=({}, {"label_smoothing": 0.2}, {"ignore_index": 1}),
         legacy=False,
         module_mirrors_function=False,
-        extras=("z_loss", "softcap", "chunk_size", "memory_budget"),
+        extras=("z_loss", "softcap", "chunk_size", "memory_budget", "accumulate_grad"),
     ),
 )
