@@ -12,6 +12,10 @@ For each case (N rows, H features, V classes):
   losskit's time, against a warm sgemm of the same shape (``(kept, H) @ (H, V)`` into a preallocated output),
   timed in the same process and rounds.
 
+A gradient-accumulation micro-step is measured too (``W.grad`` already exists, so only the step's temporaries
+count): torch's chunked path (``torch_chunked_acc``) against ``accumulate_grad=True`` (``losskit_acc``), which
+adds ``∂W`` straight into ``W.grad`` in backward instead of making a ``(V, H)`` temporary.
+
 The machine's load average is recorded with each run. Writes ``<out>/bench_linear_cross_entropy.csv`` (long
 format, appended; the harness's columns) and ``.png`` (the newest run), and prints a Markdown table.
 
@@ -31,6 +35,7 @@ import time
 
 SUITE = "linear_cross_entropy"
 IMPLS = ("torch", "torch_chunked", "losskit")
+ACCUMULATING = ("torch_chunked_acc", "losskit_acc")  # W.grad exists: a gradient-accumulation micro-step
 IGNORED = 0.1
 MAIN = (4096, 1024, 32000)
 
@@ -66,13 +71,17 @@ def _loss(impl: str, x, w, y):
 
     if impl == "torch":
         return F.cross_entropy(F.linear(x, w), y)
-    if impl == "torch_chunked":
+    if impl.startswith("torch_chunked"):
         return F.linear_cross_entropy(x, w, y, options=torch.nn.LinearCrossEntropyOptions())
-    return LF.linear_cross_entropy(x, w, y)
+    return LF.linear_cross_entropy(x, w, y, accumulate_grad=impl == "losskit_acc")
 
 
 def _step(impl: str, x0, w0, y) -> float:
+    import torch
+
     x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+    if impl in ACCUMULATING:
+        w.grad = torch.zeros_like(w)
     t0 = time.perf_counter()
     _loss(impl, x, w, y).backward()
     return time.perf_counter() - t0
@@ -87,7 +96,9 @@ def child_memory(impl: str, n: int, h: int, v: int) -> dict:
     x0, w0, y = _problem(n, h, v)
     x, w = x0.requires_grad_(), w0.requires_grad_()
     _loss(impl, x, w, y).backward()  # first-call costs: kernel load, thread pools, allocator
-    x.grad = w.grad = None
+    x.grad = None
+    if impl not in ACCUMULATING:  # else W.grad stays: the step adds into it
+        w.grad = None
     gc.collect()
     before = _kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as fh:
@@ -208,6 +219,22 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def table_accumulating(results: list[dict]) -> str:
+    lines = [
+        "| case (W.grad exists) | torch chunked | losskit accumulate_grad | time / torch (unfused) "
+        "| peak MiB: chunked / losskit | memory / chunked |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for r in results:
+        s, m = r["seconds"], r["memory"]
+        lines.append(
+            f"| {r['case']} | {s['torch_chunked_acc']:.2f} s | {s['losskit_acc']:.2f} s "
+            f"| {s['losskit_acc'] / s['torch']:.2f}× | {m['torch_chunked_acc']:.0f} / {m['losskit_acc']:.0f} "
+            f"| **{m['losskit_acc'] / m['torch_chunked_acc']:.2f}×** |"
+        )
+    return "\n".join(lines)
+
+
 def plot(results: list[dict], png: str, title: str) -> None:
     import matplotlib
 
@@ -275,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     results = []
     for n, h, v in cases(args.quick, args.full):
-        r = measure(n, h, v, args.rounds, IMPLS)
+        r = measure(n, h, v, args.rounds, (*IMPLS, *ACCUMULATING))
         print(f"{r['case']}: {json.dumps({k: r[k] for k in ('seconds', 'memory', 'gflops', 'sgemm_gflops', 'load')})}")
         results.append(r)
     os.makedirs(args.out, exist_ok=True)
@@ -291,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     plot(results, png, title)
     print(table(results))
+    print()
+    print(table_accumulating(results))
     print(f"load average (1 min) {min(loads):.2f}-{max(loads):.2f}; wrote {csv_path} and {png}")
     return 0
 

@@ -325,7 +325,7 @@ def test_lower_instruction_set_levels_match_torch(tmp_path, level):
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("x86-64 levels")
-    env = {**os.environ, "LOSSKIT_ISA": level, "LOSSKIT_CACHE_DIR": str(tmp_path)}
+    env = {**os.environ, "LOSSKIT_ISA": level, "LOSSKIT_CACHE_DIR": str(tmp_path), "LOSSKIT_ENTRY": "0"}
     code = _LEVEL_CHILD.format(level=level, names=LOSSES)
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     if run.stdout.strip() == "skip":
@@ -503,7 +503,7 @@ def test_built_without_openmp_the_same_bits(tmp_path):
     )
     results = []
     for flag in ("0", "1"):
-        env = {**os.environ, "LOSSKIT_OPENMP": flag, "LOSSKIT_CACHE_DIR": str(tmp_path)}
+        env = {**os.environ, "LOSSKIT_OPENMP": flag, "LOSSKIT_CACHE_DIR": str(tmp_path), "LOSSKIT_ENTRY": "0"}
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         results.append(done.stdout.split(" ", 1))
