@@ -243,24 +243,39 @@ def plot(results: list[dict], png: str, title: str) -> None:
 
     from losskit.cli.bench_plot import color
 
+    # (title, the 1× implementation, what it measures, [(implementation, its own baseline), ...]): the accumulating
+    # micro-step (W.grad exists) is compared with torch's chunked path in the same micro-step
     panels = [
-        ("forward+backward time / torch (unfused)", "torch", lambda r, i: r["seconds"][i]),
-        ("peak extra memory / torch chunked", "torch_chunked", lambda r, i: r["memory"][i]),
+        (
+            "forward+backward time / torch (unfused)",
+            "torch",
+            lambda r, i: r["seconds"][i],
+            [(i, "torch") for i in ("torch_chunked", "losskit", "losskit_acc")],
+        ),
+        (
+            "peak extra memory / torch chunked\n(accumulate_grad: / chunked, W.grad existing)",
+            "torch_chunked",
+            lambda r, i: r["memory"][i],
+            [("torch", "torch_chunked"), ("losskit", "torch_chunked"), ("losskit_acc", "torch_chunked_acc")],
+        ),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 1.8 + 0.9 * len(results)))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 3.0 + 1.1 * len(results)))
     labels = [r["case"] for r in results]
-    for ax, (what, base, get) in zip(axes, panels, strict=False):
-        others = [i for i in IMPLS if i != base]
-        height = 0.8 / len(others)
+    names = {"losskit_acc": "losskit accumulate_grad (W.grad exists)"}
+    for ax, (what, base, get, bars) in zip(axes, panels, strict=False):
+        bars = [(impl, b) for impl, b in bars if impl in results[0]["seconds"]]
+        height = 0.8 / len(bars)
         for ci, r in enumerate(results):
-            for k, impl in enumerate(others):
-                ratio = get(r, impl) / get(r, base)
-                y = ci + (k - (len(others) - 1) / 2) * height
-                ax.barh(y, ratio, height * 0.92, color=color(impl), label=impl if ci == 0 else None)
+            for k, (impl, own_base) in enumerate(bars):
+                ratio = get(r, impl) / get(r, own_base)
+                y = ci + (k - (len(bars) - 1) / 2) * height
+                label = names.get(impl, impl) if ci == 0 else None
+                shade = color("losskit") if impl == "losskit_acc" else color(impl)
+                ax.barh(y, ratio, height * 0.92, color=shade, alpha=0.55 if impl == "losskit_acc" else 1.0, label=label)
                 ax.text(ratio, y, f" {ratio:.2f}×", va="center", fontsize=8)
         ax.axvline(1.0, color=color(base), linestyle="--", linewidth=1.2, label=f"{base} (= 1×)")
         ax.set_title(what, fontsize=10)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
     ax = axes[2]
     for ci, r in enumerate(results):
         ratio = r["gflops"] / r["sgemm_gflops"]
