@@ -294,3 +294,30 @@ def test_a_fresh_cache_builds_in_the_background_and_changes_no_bits(tmp_path):
     )
     first, later, same = out.split()
     assert "losskit::" not in first and later.endswith("losskit::CrossEntropyLoss>") and same == "True", out
+
+
+@pytest.mark.parametrize("path", ["entry", "python"])
+def test_ctc_losses_changed_in_place_before_backward_raise(fast, monkeypatch, path):
+    """'none' returns the per-sample losses the backward reads: changed in place, backward raises (as torch)."""
+    if path == "python":
+        entry_off(monkeypatch)
+    _, ref, x, t, _ = _problem("ctc")
+    leaf = x.clone().requires_grad_()
+    loss = _ctc(LF.ctc_loss)(leaf, t, reduction="none")
+    loss /= 2
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.sum().backward()
+    ref_loss = ref(x.clone().requires_grad_(), t, reduction="none")
+    ref_loss /= 2
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        ref_loss.sum().backward()
+
+
+def test_element_wise_states_only_for_plain_parameters():
+    """The C++ node keeps an id of (loss, parameters) for create_graph: only plain values are remembered (a tensor
+    or list parameter, and an ever-growing set of values past the cap, take the Python path)."""
+    from losskit.losses.huber_loss import HUBER
+
+    assert entry.pointwise_code(HUBER, 0.5, "mean", None) == entry.pointwise_code(HUBER, 0.5, "mean", None)
+    assert entry.pointwise_code(HUBER, torch.tensor(0.5), "mean", None) is None
+    assert entry.pointwise_code(HUBER, [0.5], "mean", None) is None

@@ -219,3 +219,36 @@ def test_peak_memory_drops_by_the_weight():
     # what is left: the input gradient and one chunk of logits (and a few MiB of row-sized temporaries)
     chunk = engine.rows_per_chunk(n, v, h, None, None, torch.float32) * v * 4
     assert accumulated <= n * h * 4 + chunk + 6 * MiB, accumulated / MiB
+
+
+def test_a_view_of_part_of_the_weight_or_with_a_hook_takes_the_usual_path(walks):
+    """A padded vocabulary's slice (a view of part of the weight) and a hook on the view: ∂W as usual."""
+    x, w, y = _problem()
+    padded = torch.cat([w, torch.zeros(14, 16, dtype=w.dtype)]).requires_grad_()
+    padded.grad = torch.zeros_like(padded)
+    _ours(x, padded[:50], y, "mean").backward()
+    ref = w.clone().requires_grad_()
+    _torch(x, ref, y, "mean").backward()
+    torch.testing.assert_close(padded.grad[:50], ref.grad, rtol=1e-12, atol=1e-13)
+    assert torch.equal(padded.grad[50:], torch.zeros(14, 16, dtype=w.dtype))
+    whole = w.clone().requires_grad_()
+    whole.grad = torch.zeros_like(whole)
+    view = whole.view(50, 16)
+    view.register_hook(lambda g: g * 0)  # the hook decides: nothing reaches .grad
+    _ours(x, view, y, "mean").backward()
+    assert torch.equal(whole.grad, torch.zeros_like(whole))
+    assert True not in walks
+
+
+def test_create_graph_makes_a_new_grad_as_torch_does(walks):
+    """backward(create_graph=True) replaces .grad by old + ∂W (a new tensor); the old one is left as it was."""
+    x, w, y = _problem()
+    wl = w.clone().requires_grad_()
+    old = torch.full_like(wl, 0.5)
+    wl.grad = old
+    _ours(x, wl, y, "mean").backward(create_graph=True)
+    ref = w.clone().requires_grad_()
+    _torch(x, ref, y, "mean").backward()
+    assert torch.equal(old, torch.full_like(old, 0.5)) and wl.grad is not old
+    torch.testing.assert_close(wl.grad.detach(), ref.grad + 0.5, rtol=1e-12, atol=1e-13)
+    assert True not in walks

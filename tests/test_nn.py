@@ -41,7 +41,13 @@ WEIGHTED = ["CrossEntropyLoss", "NLLLoss", "NLLLoss2d", "BCELoss", "BCEWithLogit
 # that differs from torch fails the signature test.
 FUNCTIONAL_EXTENSIONS = {
     "cross_entropy": {"inplace": False, "z_loss": 0.0, "softcap": None},
-    "linear_cross_entropy": {"z_loss": 0.0, "softcap": None, "chunk_size": None, "memory_budget": None},
+    "linear_cross_entropy": {
+        "z_loss": 0.0,
+        "softcap": None,
+        "chunk_size": None,
+        "memory_budget": None,
+        "accumulate_grad": False,
+    },
 }
 CORE_FUNCTIONS = {
     "cross_entropy",

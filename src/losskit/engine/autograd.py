@@ -14,11 +14,13 @@ from .._tracing import capturing
 def first_order_only(backward):
     """Decorate an autograd ``backward`` whose gradient is precomputed: it runs without building a graph, and
     under ``create_graph=True`` its outputs carry a node that raises a clear error if differentiated again
-    (torch's ``once_differentiable`` stays silent when ``grad_output`` does not require grad)."""
+    (torch's ``once_differentiable`` stays silent when ``grad_output`` does not require grad). ``ctx.create_graph``
+    tells the backward which it is (inside, grad mode is off either way)."""
 
     @functools.wraps(backward)
     def wrapper(ctx, *grad_outputs):
-        if not torch.is_grad_enabled():  # a plain backward (the engine enables grad only for create_graph=True)
+        ctx.create_graph = torch.is_grad_enabled()  # the engine enables grad only for create_graph=True
+        if not ctx.create_graph:  # a plain backward
             return backward(ctx, *grad_outputs)
         with torch.no_grad():
             grads = backward(ctx, *grad_outputs)

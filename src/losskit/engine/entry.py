@@ -114,8 +114,10 @@ def _build() -> None:
         flags, libs = _flags()
         built, path = native_build.build_and_load_extension(SOURCE, VERSION, cxx, MODULE, flags, libs)
         built.set_create_graph(_create_graph)
-    except Exception as exc:  # noqa: BLE001 - any failure means: the Python path, and say why
+    except BaseException as exc:  # any failure means: the Python path, and say why (Ctrl-C: then re-raised)
         _finish(None, f"unavailable, using the Python path: {type(exc).__name__}: {str(exc)[-500:]}")
+        if not isinstance(exc, Exception):
+            raise
         return
     _finish(built, f"loaded {path}")
     bind_loaded()
@@ -159,23 +161,31 @@ def bind_loaded() -> None:
 
 _STATES: list[tuple] = []  # (spec, params, reduction, divisor) by the id the C++ node keeps
 _CODES: dict[tuple, tuple | None] = {}  # (spec, params, reduction, divisor) -> (kind, p, id), or None: not native
+_MAX_STATES = 4096
+_PLAIN = (bool, int, float, str, type(None))
+_states_lock = threading.Lock()
 
 
 def pointwise_code(spec, params, reduction: str, divisor) -> tuple | None:
     """(kind, p, state id) of an element-wise loss's call for :func:`get`'s ``pointwise``; None when the kernel
-    does not compute it (or its parameters cannot be remembered), and the Python path takes it."""
-    key = (spec, params, reduction, divisor)
-    try:
-        return _CODES[key]
-    except KeyError:
-        pass
-    except TypeError:  # unhashable parameters
+    does not compute it, or its parameters are not plain values (ints, floats, bools, None, tuples of them) or
+    there have been too many distinct ones (4096: the table lives as long as the process); the Python path
+    takes those."""
+    if not (type(params) in _PLAIN or (type(params) is tuple and all(type(p) in _PLAIN for p in params))):
         return None
+    key = (spec, params, reduction, divisor)
+    if key in _CODES:
+        return _CODES[key]
     code = spec.native(params)
-    found = None if code is None or len(_STATES) >= 4096 else (code[0], float(code[1]), len(_STATES))
-    if found is not None:
-        _STATES.append(key)
-    _CODES[key] = found
+    with _states_lock:  # one id per state, also when threads meet here
+        if key in _CODES:
+            return _CODES[key]
+        if len(_CODES) >= _MAX_STATES:
+            return None
+        found = None if code is None else (code[0], float(code[1]), len(_STATES))
+        if found is not None:
+            _STATES.append(key)
+        _CODES[key] = found
     return found
 
 
@@ -205,8 +215,8 @@ def _create_graph(name: str, tensors: tuple, state: Any, grad_output: torch.Tens
 
 
 def _after_fork_in_child() -> None:
-    global _state, _lock, _ready
-    _lock = threading.Lock()
+    global _state, _lock, _ready, _bind_lock, _states_lock
+    _lock, _bind_lock, _states_lock = threading.Lock(), threading.Lock(), threading.Lock()
     if _state == "building":  # the parent's build thread is not in this process
         _state, _ready = "new", threading.Event()
 

@@ -117,9 +117,10 @@ def _pass(h, w, b, target, weight, opts, needs, step, rows=None, row_scale=None,
     return plan.reduced(h.dtype), grad_h, grad_w, grad_b, plan.target_grad
 
 
-def _grad_to_accumulate(w: torch.Tensor) -> torch.Tensor | None:
-    """The ``.grad`` that backward may add ``∂W`` into, viewed as ``w`` (see the module docstring), or None."""
-    if torch.is_grad_enabled():  # create_graph=True
+def _grad_to_accumulate(w: torch.Tensor, create_graph: bool) -> torch.Tensor | None:
+    """The ``.grad`` that backward may add ``∂W`` into, viewed as ``w`` (see the module docstring), or None. ``w``
+    is the leaf itself or a view of all of it in the same layout (a module's reshape); neither has tensor hooks."""
+    if create_graph:  # the new .grad would be a graph of its own, not an in-place sum
         return None
     leaf = w if w.is_leaf else w._base
     if (
@@ -127,7 +128,16 @@ def _grad_to_accumulate(w: torch.Tensor) -> torch.Tensor | None:
         or not leaf.is_leaf
         or not leaf.requires_grad
         or leaf._backward_hooks
-        or (leaf is not w and not (w.is_contiguous() and leaf.is_contiguous() and w.data_ptr() == leaf.data_ptr()))
+        or w._backward_hooks
+        or (
+            leaf is not w
+            and not (
+                w.is_contiguous()
+                and leaf.is_contiguous()
+                and w.numel() == leaf.numel()
+                and w.data_ptr() == leaf.data_ptr()
+            )
+        )
     ):
         return None
     grad = leaf.grad
@@ -174,7 +184,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output):
         h, w, b, target, weight, rows = ctx.saved_tensors
         grads, ctx.grads = ctx.grads, None
-        into = _grad_to_accumulate(w) if ctx.accumulate else None
+        into = _grad_to_accumulate(w, ctx.create_graph) if ctx.accumulate else None
         none = ctx.opts.reduction == "none"
         row_scale = grad_output.reshape(-1).to(acc_dtype(h.dtype)) if none else None
         if into is not None:

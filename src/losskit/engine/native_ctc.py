@@ -96,14 +96,15 @@ class _EagerCTC(torch.autograd.Function):
     @staticmethod
     def forward(ctx, lp, state):
         *_, nll, _blank, reduction, zero_infinity, lengths = state
-        ctx.save_for_backward(lp)
+        # nll saved (for 'none' it is the output): an in-place change of the loss before backward raises, as torch's
+        ctx.save_for_backward(lp, nll)
         ctx.state = state
         return _reduce(nll, lengths, reduction, zero_infinity)
 
     @staticmethod
     def backward(ctx, grad_output):
-        (lp,) = ctx.saved_tensors
-        y, il, tl, alpha, nll, blank, reduction, zero_infinity, lengths = ctx.state
+        lp, nll = ctx.saved_tensors
+        y, il, tl, alpha, _, blank, reduction, zero_infinity, lengths = ctx.state
         n = nll.shape[0]
         with torch.no_grad():
             go = grad_output.to(nll.dtype)

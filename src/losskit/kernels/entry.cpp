@@ -135,6 +135,17 @@ at::Tensor python_grad(const char* name, const variable_list& tensors, State sta
 
 bool wants_grad(const at::Tensor& x) { return x.requires_grad() && at::GradMode::is_enabled(); }
 
+// f(), with the GIL released for a large call (as the ctypes path releases it: other Python threads run
+// meanwhile) when this thread holds it (backward runs without it); a small call keeps it (releasing costs more)
+template <class F>
+int64_t kernel_call(int64_t elements, F f) {
+    if (elements >= parallel_elements && PyGILState_Check()) {
+        py::gil_scoped_release released;
+        return f();
+    }
+    return f();
+}
+
 // ------------------------------------------------------------------------------------------------ NLL
 
 int64_t nll_run(const at::Tensor& x, const at::Tensor& y, int64_t ignore_index, bool mean, at::Tensor* grad,
@@ -158,7 +169,7 @@ int64_t nll_run(const at::Tensor& x, const at::Tensor& y, int64_t ignore_index, 
     a.mean = mean;
     a.has_scale = has_scale;
     a.gscale = gscale;
-    const int64_t bad = k_nll(&a);
+    const int64_t bad = kernel_call(x.numel(), [&] { return k_nll(&a); });
     if (denom) *denom = a.denom;
     return bad;
 }
@@ -247,7 +258,7 @@ int64_t mm_run(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, in
     a.mean = mean;
     a.has_scale = has_scale;
     a.gscale = gscale;
-    return k_mm(&a);
+    return kernel_call(x.numel(), [&] { return k_mm(&a); });
 }
 
 struct MultiMarginLoss : torch::autograd::Function<MultiMarginLoss> {
@@ -339,7 +350,7 @@ int64_t mlm_run(const at::Tensor& x, const at::Tensor& y, bool mean, at::Tensor*
     a.mean = mean;
     a.has_scale = has_scale;
     a.gscale = gscale;
-    return k_mlm(&a);
+    return kernel_call(x.numel(), [&] { return k_mlm(&a); });
 }
 
 struct MultilabelMarginLoss : torch::autograd::Function<MultilabelMarginLoss> {
@@ -419,7 +430,7 @@ int64_t point_run(int64_t kind, double p, const at::Tensor& x, const at::Tensor&
     a.gscale = has_scale ? gscale : 1.0 / div;
     a.ldiv = div;
     a.threads = n >= parallel_elements ? at::get_num_threads() : 1;
-    return k_pointwise(&a);
+    return kernel_call(n, [&] { return k_pointwise(&a); });
 }
 
 struct PointwiseLoss : torch::autograd::Function<PointwiseLoss> {
@@ -631,24 +642,50 @@ at::Tensor ctc_reduce(const at::Tensor& nll, const at::Tensor& lengths, int64_t 
     return reduction == 2 ? at::sum(out) : out;
 }
 
+// the forward kernel: alpha (N, T, 2K+1) and the per-sample losses (N,); 0, or the kernel's error code
+int64_t ctc_forward(const at::Tensor& lp, const at::Tensor& y, const at::Tensor& il, const at::Tensor& tl,
+                    int64_t blank, at::Tensor* alpha, at::Tensor* nll) {
+    const int64_t t = lp.size(0), n = lp.size(1), c = lp.size(2), k = y.size(1);
+    *alpha = at::empty({n, t, 2 * k + 1}, lp.options());
+    *nll = at::empty({n}, lp.options());
+    return kernel_call(t * n * (2 * k + 1), [&] {
+        return k_ctc_forward(int(dtype_code(lp)), lp.const_data_ptr(), t, n, c, lp.stride(0), lp.stride(1),
+                             lp.stride(2), static_cast<const int64_t*>(y.const_data_ptr()), k,
+                             static_cast<const int64_t*>(il.const_data_ptr()),
+                             static_cast<const int64_t*>(tl.const_data_ptr()), blank, alpha->data_ptr(),
+                             nll->data_ptr(), ctc_threads(t, n, k));
+    });
+}
+
 struct CtcLoss : torch::autograd::Function<CtcLoss> {
-    // y, il, tl: int64 contiguous; alpha, nll: the forward kernel's; lengths: 'mean''s divisors (else undefined)
+    // y, il, tl: int64 contiguous. The forward kernel runs here, so that the per-sample losses are this node's
+    // output ('none' returns them as they are): saved as an output, an in-place change of the loss before
+    // backward raises, as torch's. The targets, lengths and alpha are kept as plain state (as the Python path
+    // keeps them), so both paths save the same tensors (what a non-reentrant checkpoint compares).
     static at::Tensor forward(AutogradContext* ctx, const at::Tensor& lp, const at::Tensor& y, const at::Tensor& il,
-                              const at::Tensor& tl, const at::Tensor& alpha, const at::Tensor& nll,
-                              const std::optional<at::Tensor>& lengths, int64_t blank, int64_t reduction,
-                              bool zero_infinity) {
-        const at::Tensor divisors = lengths.has_value() ? *lengths : at::Tensor();
-        ctx->save_for_backward({lp, y, il, tl, alpha, nll, divisors});
+                              const at::Tensor& tl, int64_t blank, int64_t reduction, bool zero_infinity) {
+        at::Tensor alpha, nll, lengths;
+        if (ctc_forward(lp, y, il, tl, blank, &alpha, &nll)) throw Decline{};
+        if (reduction == 1) lengths = at::clamp_min(tl.to(lp.scalar_type()), 1);
+        ctx->save_for_backward({lp, nll});
+        ctx->saved_data["y"] = y;
+        ctx->saved_data["il"] = il;
+        ctx->saved_data["tl"] = tl;
+        ctx->saved_data["alpha"] = alpha;
+        ctx->saved_data["lengths"] = lengths;
         ctx->saved_data["blank"] = blank;
         ctx->saved_data["reduction"] = reduction;
         ctx->saved_data["zero_infinity"] = zero_infinity;
-        return ctc_reduce(nll, divisors, reduction, zero_infinity);
+        return ctc_reduce(nll, lengths, reduction, zero_infinity);
     }
 
     static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
         const auto saved = ctx->get_saved_variables();
-        const at::Tensor &lp = saved[0], &y = saved[1], &il = saved[2], &tl = saved[3], &alpha = saved[4];
-        const at::Tensor &nll = saved[5], &lengths = saved[6];
+        const at::Tensor &lp = saved[0], &nll = saved[1];
+        const at::Tensor y = ctx->saved_data["y"].toTensor(), il = ctx->saved_data["il"].toTensor();
+        const at::Tensor tl = ctx->saved_data["tl"].toTensor(), alpha = ctx->saved_data["alpha"].toTensor();
+        const c10::IValue& divisors = ctx->saved_data["lengths"];
+        const at::Tensor lengths = divisors.isTensor() ? divisors.toTensor() : at::Tensor();
         const int64_t blank = ctx->saved_data["blank"].toInt(), reduction = ctx->saved_data["reduction"].toInt();
         const bool zero_infinity = ctx->saved_data["zero_infinity"].toBool();
         const int64_t t = lp.size(0), n = lp.size(1), c = lp.size(2), k = y.size(1);
@@ -664,17 +701,20 @@ struct CtcLoss : torch::autograd::Function<CtcLoss> {
                 per = at::where(at::eq(nll, std::numeric_limits<double>::infinity()), at::zeros({}, nll.options()), per);
             per = per.contiguous();
             grad = at::empty(lp.sizes(), lp.options());
-            const int64_t code = k_ctc_backward(
-                int(dtype_code(lp)), lp.const_data_ptr(), t, n, c, lp.stride(0), lp.stride(1), lp.stride(2),
-                static_cast<const int64_t*>(y.const_data_ptr()), k, static_cast<const int64_t*>(il.const_data_ptr()),
-                static_cast<const int64_t*>(tl.const_data_ptr()), blank, alpha.const_data_ptr(), nll.const_data_ptr(),
-                per.const_data_ptr(), int(zero_infinity), grad.data_ptr(), ctc_threads(t, n, k));
+            const int64_t code = kernel_call(t * n * (2 * k + 1), [&] {
+                return k_ctc_backward(int(dtype_code(lp)), lp.const_data_ptr(), t, n, c, lp.stride(0), lp.stride(1),
+                                      lp.stride(2), static_cast<const int64_t*>(y.const_data_ptr()), k,
+                                      static_cast<const int64_t*>(il.const_data_ptr()),
+                                      static_cast<const int64_t*>(tl.const_data_ptr()), blank, alpha.const_data_ptr(),
+                                      nll.const_data_ptr(), per.const_data_ptr(), int(zero_infinity), grad.data_ptr(),
+                                      ctc_threads(t, n, k));
+            });
             TORCH_CHECK(code == 0, "ctc_loss(): the CTC kernel's backward could not get its memory");
         }
         const at::Tensor none;
         if (at::GradMode::is_enabled())  // create_graph=True: differentiating it again is an error, as torch's
             grad = python_grad("ctc", {grad}, [] { return py::none(); }, grad_outputs[0]);
-        return {grad, none, none, none, none, none, none, none, none, none};
+        return {grad, none, none, none, none, none, none};
     }
 };
 
@@ -701,29 +741,23 @@ py::object ctc(py::handle log_probs, py::handle targets, py::handle input_length
     const int red = reduction_of(reduction.ptr());
     int64_t blank = 0;
     if (!lp.defined() || dtype_code(lp) < 0 || lp.dim() != 3 || !lp.is_cpu() || lp.is_neg() || lp.is_conj() ||
-        !no_tangent(lp) ||
-        lp.size(1) == 0 || !tg || tg->dim() != 2 || tg->size(0) != lp.size(1) || !ilp || !tlp || ilp->dim() != 1 ||
-        ilp->size(0) != lp.size(1) || tlp->sizes() != ilp->sizes() || !int64_of(blank_.ptr(), &blank) || red < 0 ||
-        !PyBool_Check(zero_infinity_.ptr()) || !eager())
+        !no_tangent(lp) || lp.size(1) == 0 || !tg || tg->dim() != 2 || tg->size(0) != lp.size(1) || !ilp || !tlp ||
+        ilp->dim() != 1 || ilp->size(0) != lp.size(1) || tlp->sizes() != ilp->sizes() ||
+        !int64_of(blank_.ptr(), &blank) || red < 0 || !PyBool_Check(zero_infinity_.ptr()) || !eager())
         return py::none();
     const bool zero_infinity = zero_infinity_.ptr() == Py_True;
-    const int64_t t = lp.size(0), n = lp.size(1), c = lp.size(2);
     const at::Tensor y = as_int64(*tg), il = as_int64(*ilp), tl = as_int64(*tlp);
-    const int64_t k = y.size(1);
-    at::Tensor alpha = at::empty({n, t, 2 * k + 1}, lp.options()), nll = at::empty({n}, lp.options());
-    const int64_t code = k_ctc_forward(int(dtype_code(lp)), lp.const_data_ptr(), t, n, c, lp.stride(0), lp.stride(1),
-                                       lp.stride(2), static_cast<const int64_t*>(y.const_data_ptr()), k,
-                                       static_cast<const int64_t*>(il.const_data_ptr()),
-                                       static_cast<const int64_t*>(tl.const_data_ptr()), blank, alpha.data_ptr(),
-                                       nll.data_ptr(), ctc_threads(t, n, k));
-    if (code != 0) return py::none();  // an invalid length or label (the Python path says which), or no memory
-    at::Tensor lengths;
-    if (red == 1) lengths = at::clamp_min(tl.to(lp.scalar_type()), 1);
-    if (wants_grad(lp))
-        return py::reinterpret_steal<py::object>(THPVariable_Wrap(CtcLoss::apply(
-            lp, y, il, tl, alpha, nll, lengths.defined() ? std::optional<at::Tensor>(lengths) : std::nullopt, blank,
-            int64_t(red), zero_infinity)));
-    return py::reinterpret_steal<py::object>(THPVariable_Wrap(ctc_reduce(nll, lengths, red, zero_infinity)));
+    try {
+        if (wants_grad(lp))
+            return py::reinterpret_steal<py::object>(
+                THPVariable_Wrap(CtcLoss::apply(lp, y, il, tl, blank, int64_t(red), zero_infinity)));
+        at::Tensor alpha, nll, lengths;
+        if (ctc_forward(lp, y, il, tl, blank, &alpha, &nll)) return py::none();
+        if (red == 1) lengths = at::clamp_min(tl.to(lp.scalar_type()), 1);
+        return py::reinterpret_steal<py::object>(THPVariable_Wrap(ctc_reduce(nll, lengths, red, zero_infinity)));
+    } catch (const Decline&) {  // an invalid length or label (the Python path says which), or no memory
+        return py::none();
+    }
 }
 
 void bind_ctc(int64_t forward_fn, int64_t backward_fn, int64_t cells) {
