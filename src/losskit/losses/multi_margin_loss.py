@@ -105,17 +105,12 @@ _multi_margin_apply = plain_apply(_MultiMargin)  # torch's C++ apply in plain ea
 
 
 def _fast(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
-    """The common eager call on losskit's kernel, or None (see native_targets.multi_margin_plain)."""
+    """The common eager call on losskit's kernel through Python, or None (see native_targets.multi_margin_plain)."""
     if size_average is None and reduce is None:
-        if not _is_compiling() and (fast := entry.module or entry.get()) is not None:  # all in C++
-            out = fast.multi_margin(input, target, p, margin, weight, reduction)
-            if out is not None:
-                return out
         return native_targets.multi_margin_plain(input, target, p, margin, weight, reduction)
     return None
 
 
-@fp32_under_autocast(fast=_fast)  # on torch's fp32 autocast list
 def multi_margin_loss(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -142,6 +137,25 @@ def multi_margin_loss(
         >>> F.multi_margin_loss(x, torch.tensor([3]), p=2)
         tensor(0.1525)
     """
+    if not _is_compiling() and size_average is None and reduce is None and (fast := entry.module or entry.get()):
+        out = fast.multi_margin(input, target, p, margin, weight, reduction)  # the whole call in C++ (engine/entry)
+        if out is not None:
+            return out
+    return _multi_margin_loss(input, target, p, margin, weight, size_average, reduce, reduction)
+
+
+@fp32_under_autocast(fast=_fast)  # on torch's fp32 autocast list
+def _multi_margin_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    p: int = 1,
+    margin: float = 1.0,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """multi_margin_loss past the C++ entry point: checks, the Python kernel path, the reference."""
     fn = "multi_margin_loss"
     _checks.tensor(fn, "input", input)
     _checks.tensor(fn, "target", target)
