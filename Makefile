@@ -52,11 +52,12 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist
 
-# The CPU kernel built with AddressSanitizer + UBSan (alignment checks on, any finding fatal: LOSSKIT_SANITIZE=1
-# builds that variant under its own cache key), run under the kernel's layout/option grid. libasan must be the
-# first library in the process, so it is preloaded into Python, with libstdc++ (else ASan cannot intercept the C++
-# exceptions torch throws); Python's own allocations are not leak-checked.
-SANITIZE_TESTS ?= tests/test_native.py tests/test_native_pointwise.py tests/test_native_targets.py tests/test_native_embedding.py tests/test_ctc_loss.py
+# The CPU kernels and the C++ entry points built with AddressSanitizer + UBSan (alignment checks on, any finding
+# fatal: LOSSKIT_SANITIZE=1 builds that variant under its own cache key), run under the kernels' layout/option grid
+# on both eager paths. libasan must be the first library in the process, so it is preloaded into Python, with
+# libstdc++ (else ASan cannot intercept the C++ exceptions torch throws); Python's own allocations are not
+# leak-checked.
+SANITIZE_TESTS ?= tests/test_native.py tests/test_native_pointwise.py tests/test_native_targets.py tests/test_native_embedding.py tests/test_ctc_loss.py tests/test_entry.py
 .PHONY: sanitize
 sanitize: $(STAMP)
 	LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \

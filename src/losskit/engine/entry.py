@@ -11,7 +11,8 @@ takes a C++ compiler ~20–40 s, so by default that happens **in a background th
 could use it: calls meanwhile take the Python path, later ones the entry (same results). It lives in the kernels'
 private cache (:mod:`.native_build`: keyed by source, torch version, Python, compiler; verified before loading),
 so later processes load it at once. ``LOSSKIT_ENTRY=0`` turns it off, ``LOSSKIT_ENTRY=sync`` builds it in the
-calling thread (tests); it is off with ``LOSSKIT_NATIVE=0`` and in sanitizer builds (``LOSSKIT_SANITIZE``).
+calling thread (tests); it is off with ``LOSSKIT_NATIVE=0``. Under ``LOSSKIT_SANITIZE`` it is instrumented like the
+kernels (its own cache key).
 """
 
 from __future__ import annotations
@@ -77,8 +78,12 @@ def _start() -> None:
     mode = _mode()
     if mode in ("0", "false", "no", "off") or not native_build._truthy("LOSSKIT_NATIVE", "1"):
         _finish(None, f"disabled ({'LOSSKIT_ENTRY' if mode in ('0', 'false', 'no', 'off') else 'LOSSKIT_NATIVE'}=0)")
-    elif native_build.sanitizers():
-        _finish(None, "off in sanitizer builds (the kernels are what LOSSKIT_SANITIZE checks)")
+    elif (
+        (sanitize := native_build.sanitizers())
+        and "address" in sanitize
+        and "asan" not in os.environ.get("LD_PRELOAD", "")
+    ):
+        _finish(None, "LOSSKIT_SANITIZE asks for AddressSanitizer, which needs LD_PRELOAD of libasan")
     elif mode == "sync":
         _build()
     else:
@@ -96,6 +101,10 @@ def _flags() -> tuple[list[str], list[str]]:
     root = Path(torch.__file__).parent
     include = [root / "include", root / "include" / "torch" / "csrc" / "api" / "include"]
     flags = ["-O2", "-std=c++20", "-shared", "-fPIC", "-pthread", f"-DTORCH_EXTENSION_NAME={MODULE}"]
+    sanitize = native_build.sanitizers()
+    if sanitize:  # LOSSKIT_SANITIZE: instrumented like the kernels (torch's own types are not: no vptr checks)
+        flags = [f for f in flags if f != "-O2"] + [*native_build.SANITIZE_FLAGS, f"-fsanitize={sanitize}"]
+        flags += ["-fno-sanitize=vptr"] if "undefined" in sanitize else []
     flags += [f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
     # what the build depends on, in its cache key: torch's version and Python's
     flags += [f"-DLOSSKIT_TORCH={torch.__version__}", f"-DLOSSKIT_PYTHON={sys.implementation.cache_tag}"]
