@@ -451,3 +451,44 @@ def kernel_spy(path: str, monkeypatch, module, name: str, entry_name: str, never
     monkeypatch.setattr(owner, attr, spy)
     yield calls
     assert calls, never
+
+
+_PEAK_CHILD = """
+import gc, json, sys, torch
+import losskit.functional as LF
+def kib(key):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(key + ":"))
+{code}
+step()  # first-call costs (kernel load, thread pools, allocator)
+reset()
+gc.collect()
+before = kib("VmRSS")
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+step()
+print(json.dumps((kib("VmHWM") - before) * 1024))
+"""
+
+
+def peak_step_bytes(code: str, timeout: float = 300.0) -> int:
+    """Peak resident bytes one ``step()`` adds, in a fresh process: ``code`` (top-level Python, ``torch`` and
+    ``losskit.functional as LF`` imported) defines ``step()`` and ``reset()``; ``step`` runs once to warm up, then
+    ``reset``, then the measured ``step``, from the resident-memory high-water mark (``VmHWM``, reset through
+    ``/proc/self/clear_refs``) with glibc's mmap threshold pinned so each buffer is mapped and unmapped on its own
+    (as the benchmarks measure). Skips the test where the mark cannot be reset."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("the resident-memory high-water mark cannot be reset here")
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK_CHILD.format(code=code)], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import losskit.functional as LF
 from helpers import entry_off, in_forked_child, run_in_threads, seeded
 from losskit import LossIndexError
-from losskit.engine import entry
+from losskit.engine import entry, native_pointwise
 
 DISABLED = os.environ.get("LOSSKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
 pytestmark = pytest.mark.skipif(DISABLED, reason="LOSSKIT_NATIVE=0 in the environment")
@@ -318,6 +318,8 @@ def test_element_wise_states_only_for_plain_parameters():
     or list parameter, and an ever-growing set of values past the cap, take the Python path)."""
     from losskit.losses.huber_loss import HUBER
 
-    assert entry.pointwise_code(HUBER, 0.5, "mean", None) == entry.pointwise_code(HUBER, 0.5, "mean", None)
+    kind, delta, state = entry.pointwise_code(HUBER, 0.5, "mean", None)
+    assert (kind, delta) == (native_pointwise.HUBER, 0.5)  # the kernel's Huber with delta 0.5
+    assert entry._STATES[state] == (HUBER, 0.5, "mean", None)  # what create_graph recomputes from
     assert entry.pointwise_code(HUBER, torch.tensor(0.5), "mean", None) is None
     assert entry.pointwise_code(HUBER, [0.5], "mean", None) is None

@@ -122,6 +122,12 @@ at::Tensor take(AutogradContext* ctx) {
     return grad;
 }
 
+// loss.backward() the first time: grad_output 1 and no graph of the gradient asked for, so the gradient the
+// forward wrote (`grad`, taken from the context) is the answer as it is
+bool as_written(const at::Tensor& grad, const at::Tensor& grad_output) {
+    return grad.defined() && !at::GradMode::is_enabled() && value_of(grad_output) == 1.0;
+}
+
 // the Python side's create_graph(name, tensors, state, grad_output); every Python object is made under the GIL
 // (backward runs with it released), ``state`` by the caller's function
 template <class State>
@@ -134,6 +140,20 @@ at::Tensor python_grad(const char* name, const variable_list& tensors, State sta
 }
 
 bool wants_grad(const at::Tensor& x) { return x.requires_grad() && at::GradMode::is_enabled(); }
+
+// An entry's answer: with_grad() (the loss and its C++ node) when x needs a gradient, else no_grad() (the kernel's
+// loss alone, undefined when the kernel declines); None for a decline either way (a target out of range: the
+// Python path raises the clear error).
+template <class WithGrad, class NoGrad>
+py::object answer(const at::Tensor& x, WithGrad with_grad, NoGrad no_grad) {
+    try {
+        at::Tensor out = wants_grad(x) ? with_grad() : no_grad();
+        if (!out.defined()) return py::none();
+        return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(out)));
+    } catch (const Decline&) {
+        return py::none();
+    }
+}
 
 // f(), with the GIL released for a large call (as the ctypes path releases it: other Python threads run
 // meanwhile) when this thread holds it (backward runs without it); a small call keeps it (releasing costs more)
@@ -201,7 +221,7 @@ struct NllLoss : torch::autograd::Function<NllLoss> {
         at::Tensor grad = take(ctx);
         const at::Tensor& go = grad_outputs[0];
         const bool graph = at::GradMode::is_enabled();
-        if (grad.defined() && !graph && value_of(go) == 1.0) return {grad, at::Tensor(), at::Tensor(), at::Tensor()};
+        if (as_written(grad, go)) return {grad, at::Tensor(), at::Tensor(), at::Tensor()};
         const auto saved = ctx->get_saved_variables();
         const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
         const bool mean = ctx->saved_data["mean"].toBool();
@@ -234,15 +254,12 @@ py::object nll(py::handle input, py::handle target, py::handle ignore_index, py:
     int64_t ignore = 0;
     if (!k_nll || !class_indices(x, y) || red < 1 || !int64_of(ignore_index.ptr(), &ignore) || !eager())
         return py::none();
-    try {
-        if (wants_grad(*x)) return py::reinterpret_steal<py::object>(
-            THPVariable_Wrap(NllLoss::apply(*x, Side{y}, ignore, red == 1)));
-        at::Tensor loss;
-        if (nll_run(*x, *y, ignore, red == 1, nullptr, &loss, false, 0.0, nullptr)) return py::none();
-        return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(loss)));
-    } catch (const Decline&) {
-        return py::none();
-    }
+    return answer(*x, [&] { return NllLoss::apply(*x, Side{y}, ignore, red == 1); },
+                  [&] {
+                      at::Tensor loss;
+                      return nll_run(*x, *y, ignore, red == 1, nullptr, &loss, false, 0.0, nullptr) ? at::Tensor()
+                                                                                                    : loss;
+                  });
 }
 
 // ------------------------------------------------------------------------------------------------ multi-class margin
@@ -290,7 +307,7 @@ struct MultiMarginLoss : torch::autograd::Function<MultiMarginLoss> {
         const at::Tensor& go = grad_outputs[0];
         const at::Tensor none;
         const bool graph = at::GradMode::is_enabled();
-        if (grad.defined() && !graph && value_of(go) == 1.0) return {grad, none, none, none, none};
+        if (as_written(grad, go)) return {grad, none, none, none, none};
         const auto saved = ctx->get_saved_variables();
         const int64_t p = ctx->saved_data["p"].toInt();
         const double margin = ctx->saved_data["margin"].toDouble();
@@ -329,15 +346,12 @@ py::object multi_margin(py::handle input, py::handle target, py::handle p_, py::
         w = *wp;
     }
     if (!eager()) return py::none();
-    try {
-        if (wants_grad(*x)) return py::reinterpret_steal<py::object>(
-            THPVariable_Wrap(MultiMarginLoss::apply(*x, Side{y, w.defined() ? &w : nullptr}, p, margin, red == 1)));
-        at::Tensor loss;
-        if (mm_run(*x, *y, w, p, margin, red == 1, nullptr, &loss, false, 0.0)) return py::none();
-        return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(loss)));
-    } catch (const Decline&) {
-        return py::none();
-    }
+    const Side side{y, w.defined() ? &w : nullptr};
+    return answer(*x, [&] { return MultiMarginLoss::apply(*x, side, p, margin, red == 1); },
+                  [&] {
+                      at::Tensor loss;
+                      return mm_run(*x, *y, w, p, margin, red == 1, nullptr, &loss, false, 0.0) ? at::Tensor() : loss;
+                  });
 }
 
 // ------------------------------------------------------------------------------------------------ multi-label margin
@@ -377,7 +391,7 @@ struct MultilabelMarginLoss : torch::autograd::Function<MultilabelMarginLoss> {
         at::Tensor grad = take(ctx);
         const at::Tensor& go = grad_outputs[0];
         const bool graph = at::GradMode::is_enabled();
-        if (grad.defined() && !graph && value_of(go) == 1.0) return {grad, at::Tensor(), at::Tensor()};
+        if (as_written(grad, go)) return {grad, at::Tensor(), at::Tensor()};
         const auto saved = ctx->get_saved_variables();
         const bool mean = ctx->saved_data["mean"].toBool();
         at::Tensor loss;
@@ -401,15 +415,11 @@ py::object multilabel_margin(py::handle input, py::handle target, py::handle red
     if (!k_mlm || !x || !y || dtype_code(*x) < 0 || y->scalar_type() != at::kLong || x->dim() != 2 ||
         x->sizes() != y->sizes() || x->numel() == 0 || red < 1 || !eager())
         return py::none();
-    try {
-        if (wants_grad(*x)) return py::reinterpret_steal<py::object>(
-            THPVariable_Wrap(MultilabelMarginLoss::apply(*x, Side{y}, red == 1)));
-        at::Tensor loss;
-        if (mlm_run(*x, *y, red == 1, nullptr, &loss, false, 0.0)) return py::none();
-        return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(loss)));
-    } catch (const Decline&) {
-        return py::none();
-    }
+    return answer(*x, [&] { return MultilabelMarginLoss::apply(*x, Side{y}, red == 1); },
+                  [&] {
+                      at::Tensor loss;
+                      return mlm_run(*x, *y, red == 1, nullptr, &loss, false, 0.0) ? at::Tensor() : loss;
+                  });
 }
 
 // ------------------------------------------------------------------------------------------------ element-wise
@@ -463,18 +473,14 @@ struct PointwiseLoss : torch::autograd::Function<PointwiseLoss> {
         const at::Tensor& go = grad_outputs[0];
         const at::Tensor none;
         const int reduction = int(ctx->saved_data["reduction"].toInt());
-        const bool graph = at::GradMode::is_enabled();
-        if (reduction != 0 && !graph && value_of(go) == 1.0) {  // the common case: loss.backward(), first time
-            at::Tensor grad = take(ctx);
-            if (grad.defined()) return {grad, none, none, none, none, none, none};
-        }
+        at::Tensor grad = take(ctx), out;
+        if (reduction != 0 && as_written(grad, go)) return {grad, none, none, none, none, none, none};
         const auto saved = ctx->get_saved_variables();
-        if (graph)  // create_graph=True: the loss's differentiable formula (Python)
+        if (at::GradMode::is_enabled())  // create_graph=True: the loss's differentiable formula (Python)
             return {python_grad("pointwise", saved, [&] { return py::int_(ctx->saved_data["state"].toInt()); }, go),
                     none, none, none, none, none, none};
         const int64_t kind = ctx->saved_data["kind"].toInt();
         const double p = ctx->saved_data["p"].toDouble(), divisor = ctx->saved_data["divisor"].toDouble();
-        at::Tensor grad = take(ctx), out;
         if (!grad.defined())  // a second backward through this graph (retain_graph=True): compute it again
             point_run(kind, p, saved[0], saved[1], reduction, divisor, &grad, &out, false, 0.0);
         if (reduction == 0) {
@@ -501,15 +507,11 @@ py::object pointwise(int64_t kind, double p, py::handle input, py::handle target
     if (!k_pointwise || !x || !t || dtype_code(*x) < 0 || t->scalar_type() != x->scalar_type() || t->requires_grad() ||
         x->sizes() != t->sizes() || x->numel() == 0 || red < 0 || !eager())
         return py::none();
-    try {
-        if (wants_grad(*x)) return py::reinterpret_steal<py::object>(
-            THPVariable_Wrap(PointwiseLoss::apply(*x, Side{t}, kind, p, red, divisor, state)));
-        at::Tensor out;
-        if (point_run(kind, p, *x, *t, red, divisor, nullptr, &out, false, 0.0)) return py::none();
-        return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(out)));
-    } catch (const Decline&) {
-        return py::none();
-    }
+    return answer(*x, [&] { return PointwiseLoss::apply(*x, Side{t}, kind, p, red, divisor, state); },
+                  [&] {
+                      at::Tensor out;
+                      return point_run(kind, p, *x, *t, red, divisor, nullptr, &out, false, 0.0) ? at::Tensor() : out;
+                  });
 }
 
 // ------------------------------------------------------------------------------------------------ cross entropy
@@ -564,7 +566,7 @@ struct CrossEntropyLoss : torch::autograd::Function<CrossEntropyLoss> {
         const at::Tensor& go = grad_outputs[0];
         const at::Tensor none;
         const int64_t reduction = ctx->saved_data["reduction"].toInt();
-        if (grad.defined() && reduction != 0 && !at::GradMode::is_enabled() && value_of(go) == 1.0)
+        if (reduction != 0 && as_written(grad, go))
             return {grad, none, none, none, none, none};  // the common case: loss.backward(), first time
         const auto saved = ctx->get_saved_variables();
         const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
@@ -614,15 +616,11 @@ py::object cross_entropy(py::handle input, py::handle target, py::handle ignore_
         !int64_of(ignore_index.ptr(), &ignore) || !number_in(label_smoothing.ptr(), 0.0, 1.0, true, &eps) ||
         !number_in(z_loss.ptr(), 0.0, std::numeric_limits<double>::infinity(), false, &z) || !eager())
         return py::none();
-    try {
-        if (wants_grad(*x)) return py::reinterpret_steal<py::object>(
-            THPVariable_Wrap(CrossEntropyLoss::apply(*x, Side{y}, ignore, int64_t(red), eps, z)));
-        at::Tensor out;
-        if (ce_run(*x, *y, ignore, red, eps, z, nullptr, &out)) return py::none();
-        return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(out)));
-    } catch (const Decline&) {
-        return py::none();
-    }
+    return answer(*x, [&] { return CrossEntropyLoss::apply(*x, Side{y}, ignore, int64_t(red), eps, z); },
+                  [&] {
+                      at::Tensor out;
+                      return ce_run(*x, *y, ignore, red, eps, z, nullptr, &out) ? at::Tensor() : out;
+                  });
 }
 
 void bind_cross_entropy(int64_t ce_small_fn, int64_t most) {
@@ -642,14 +640,15 @@ CtcBackward k_ctc_backward = nullptr;
 int64_t ctc_parallel_cells = int64_t(1) << 10;  // native_ctc.PARALLEL_CELLS
 
 int ctc_threads(int64_t t, int64_t n, int64_t k) {
-    return t * n * (2 * k + 1) < ctc_parallel_cells ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n)));
+    if (t * n * (2 * k + 1) < ctc_parallel_cells) return 1;
+    return int(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n)));
 }
 
 // torch's reduction of the per-sample losses, in its ops and order (native_ctc._reduce)
 at::Tensor ctc_reduce(const at::Tensor& nll, const at::Tensor& lengths, int64_t reduction, bool zero_infinity) {
     at::Tensor out = nll;
     if (zero_infinity)
-        out = at::where(at::eq(nll, std::numeric_limits<double>::infinity()), at::zeros({}, nll.options()), nll);
+        out = at::where(at::eq(nll, INFINITY), at::zeros({}, nll.options()), nll);
     if (reduction == 1) return at::mean(at::div(out, lengths));
     return reduction == 2 ? at::sum(out) : out;
 }
@@ -669,6 +668,14 @@ int64_t ctc_forward(const at::Tensor& lp, const at::Tensor& y, const at::Tensor&
     });
 }
 
+// the forward kernel's alpha and per-sample losses, and for 'mean' (reduction 1) the target lengths as divisors;
+// throws Decline when the kernel refuses
+void ctc_run(const at::Tensor& lp, const at::Tensor& y, const at::Tensor& il, const at::Tensor& tl, int64_t blank,
+             int64_t reduction, at::Tensor* alpha, at::Tensor* nll, at::Tensor* lengths) {
+    if (ctc_forward(lp, y, il, tl, blank, alpha, nll)) throw Decline{};
+    if (reduction == 1) *lengths = at::clamp_min(tl.to(lp.scalar_type()), 1);
+}
+
 struct CtcLoss : torch::autograd::Function<CtcLoss> {
     // y, il, tl: int64 contiguous. The forward kernel runs here, so that the per-sample losses are this node's
     // output ('none' returns them as they are): saved as an output, an in-place change of the loss before
@@ -678,8 +685,7 @@ struct CtcLoss : torch::autograd::Function<CtcLoss> {
                               bool zero_infinity) {
         const at::Tensor &y = *side.y, &il = *side.w, &tl = *side.z;  // targets, input and target lengths
         at::Tensor alpha, nll, lengths;
-        if (ctc_forward(lp, y, il, tl, blank, &alpha, &nll)) throw Decline{};
-        if (reduction == 1) lengths = at::clamp_min(tl.to(lp.scalar_type()), 1);
+        ctc_run(lp, y, il, tl, blank, reduction, &alpha, &nll, &lengths);
         ctx->save_for_backward({lp, nll});
         ctx->saved_data["y"] = y;
         ctx->saved_data["il"] = il;
@@ -710,8 +716,7 @@ struct CtcLoss : torch::autograd::Function<CtcLoss> {
             at::Tensor per = reduction == 0 ? go
                              : reduction == 1 ? at::div(at::div(go, at::Scalar(n)).expand({n}), lengths)
                                               : go.expand({n});
-            if (zero_infinity)
-                per = at::where(at::eq(nll, std::numeric_limits<double>::infinity()), at::zeros({}, nll.options()), per);
+            if (zero_infinity) per = at::where(at::eq(nll, INFINITY), at::zeros({}, nll.options()), per);
             per = per.contiguous();
             grad = at::empty(lp.sizes(), lp.options());
             const int64_t code = kernel_call(t * n * (2 * k + 1), [&] {
@@ -760,17 +765,13 @@ py::object ctc(py::handle log_probs, py::handle targets, py::handle input_length
         return py::none();
     const bool zero_infinity = zero_infinity_.ptr() == Py_True;
     const at::Tensor y = as_int64(*tg), il = as_int64(*ilp), tl = as_int64(*tlp);
-    try {
-        if (wants_grad(lp))
-            return py::reinterpret_steal<py::object>(
-                THPVariable_Wrap(CtcLoss::apply(lp, Side{&y, &il, &tl}, blank, int64_t(red), zero_infinity)));
-        at::Tensor alpha, nll, lengths;
-        if (ctc_forward(lp, y, il, tl, blank, &alpha, &nll)) return py::none();
-        if (red == 1) lengths = at::clamp_min(tl.to(lp.scalar_type()), 1);
-        return py::reinterpret_steal<py::object>(THPVariable_Wrap(ctc_reduce(nll, lengths, red, zero_infinity)));
-    } catch (const Decline&) {  // an invalid length or label (the Python path says which), or no memory
-        return py::none();
-    }
+    // an invalid length or label (the Python path says which), or no memory: Decline
+    return answer(lp, [&] { return CtcLoss::apply(lp, Side{&y, &il, &tl}, blank, int64_t(red), zero_infinity); },
+                  [&] {
+                      at::Tensor alpha, nll, lengths;
+                      ctc_run(lp, y, il, tl, blank, red, &alpha, &nll, &lengths);
+                      return ctc_reduce(nll, lengths, red, zero_infinity);
+                  });
 }
 
 void bind_ctc(int64_t forward_fn, int64_t backward_fn, int64_t cells) {
